@@ -1,0 +1,14 @@
+//! The kds runtime: everything that touches a target.
+//!
+//! - [`target`]: one [`target::Target`] trait for dumps, live KD and snapshots.
+//! - [`mmu`]: virtual-to-physical translation (x64 4-level today) with a small cache.
+//! - [`symbols`]: one layout model filled from Volatility ISF tables (PDB later), symbol
+//!   paths and kernel identification by RSDS record.
+//! - [`pe`]: just enough of the PE format, read from target memory, to identify images.
+//! - [`kernel`]: finding and identifying the kernel of a target.
+
+pub mod kernel;
+pub mod mmu;
+pub mod pe;
+pub mod symbols;
+pub mod target;

@@ -1,0 +1,15 @@
+//! Symbols: one layout model, filled from Volatility ISF tables (and PDB files later),
+//! and the search for the table that matches an image.
+
+mod isf;
+mod layout;
+mod pdb_id;
+pub mod store;
+pub mod sympath;
+
+pub use isf::{load_isf_file, parse_isf, IsfError};
+pub use layout::{
+    BaseType, EnumType, Field, FieldLocation, SymbolError, SymbolTable, TypeKind, TypeRef,
+    UserType,
+};
+pub use pdb_id::{Guid, GuidParseError, PdbIdentity};

@@ -1,0 +1,144 @@
+//! Crash dump files as targets: the `kds-crashdump` format crate below, the trait above.
+
+use super::{
+    Arch, BugCheck, Capabilities, Consistency, FileTime, ProcessorContext, ReadError, Target,
+    TargetError, TargetIdentity, TargetKind, X64Context, PAGE_SIZE,
+};
+use kds_crashdump::{CrashDump, DumpError};
+use std::path::Path;
+
+/// A 64-bit kernel crash dump opened with memmap2.
+pub struct DumpTarget {
+    dump: CrashDump,
+    identity: TargetIdentity,
+}
+
+impl DumpTarget {
+    pub fn open(path: &Path) -> Result<DumpTarget, DumpError> {
+        let dump = CrashDump::open(path)?;
+        Ok(DumpTarget::from_dump(dump, path.display().to_string()))
+    }
+
+    /// Wrap an already-parsed dump; `path` is only for display.
+    #[must_use]
+    pub fn from_dump(dump: CrashDump, path: String) -> DumpTarget {
+        let h = dump.header();
+        let dump_type = dump.dump_type();
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        let identity = TargetIdentity {
+            kind: TargetKind::Dump {
+                path,
+                dump_type: dump_type.code(),
+                dump_type_name: dump_type.name().to_string(),
+            },
+            arch: Arch::X64,
+            os_build: Some(h.minor_version),
+            checked_build: h.major_version == 0xC,
+            kernel_base: None,
+            ps_loaded_module_list: nonzero(h.ps_loaded_module_list),
+            ps_active_process_head: nonzero(h.ps_active_process_head),
+            kd_debugger_data_block: nonzero(h.kd_debugger_data_block),
+            pfn_database: nonzero(h.pfn_database),
+            directory_table_base: h.directory_table_base,
+            bugcheck: Some(BugCheck {
+                code: h.bugcheck_code,
+                parameters: h.bugcheck_parameters,
+            }),
+            processor_count: h.number_processors,
+            system_time: nonzero(h.system_time).map(FileTime),
+            system_up_time: nonzero(h.system_up_time),
+            comment: (!h.comment.is_empty()).then(|| h.comment.clone()),
+            consistency: Consistency::Frozen,
+        };
+        DumpTarget { dump, identity }
+    }
+
+    /// The parsed dump, for format-level questions (present pages, header bytes).
+    #[must_use]
+    pub fn dump(&self) -> &CrashDump {
+        &self.dump
+    }
+}
+
+impl Target for DumpTarget {
+    fn identity(&self) -> &TargetIdentity {
+        &self.identity
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            consistency: Consistency::Frozen,
+            can_resume: false,
+            can_write: false,
+        }
+    }
+
+    fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.dump
+            .read_physical(address, buf)
+            .map_err(|missing| ReadError::PageNotCaptured {
+                page: missing.pfn * PAGE_SIZE,
+            })
+    }
+
+    /// A dump header holds the context of the processor that crashed; the others live in
+    /// their KPRCBs, which the kernel layer reads.
+    fn processor_context(&self, processor: u32) -> Result<ProcessorContext, TargetError> {
+        let count = self.identity.processor_count;
+        if processor >= count {
+            return Err(TargetError::NoSuchProcessor { processor, count });
+        }
+        if processor != 0 {
+            return Err(TargetError::ContextUnavailable {
+                processor,
+                reason: "the dump header holds only the crashing processor's context; \
+                         the others are in their KPRCB"
+                    .into(),
+            });
+        }
+        Ok(ProcessorContext::X64(parse_amd64_context(
+            &self.dump.header().context,
+        )))
+    }
+}
+
+/// Read the registers kds uses out of a raw AMD64 `CONTEXT` (offsets from winnt.h).
+fn parse_amd64_context(raw: &[u8]) -> X64Context {
+    let u64_at = |off: usize| {
+        raw.get(off..off + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let u32_at = |off: usize| {
+        raw.get(off..off + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let u16_at = |off: usize| {
+        raw.get(off..off + 2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u16::from_le_bytes)
+    };
+    X64Context {
+        cs: u16_at(0x38),
+        ss: u16_at(0x42),
+        eflags: u32_at(0x44),
+        rax: u64_at(0x78),
+        rcx: u64_at(0x80),
+        rdx: u64_at(0x88),
+        rbx: u64_at(0x90),
+        rsp: u64_at(0x98),
+        rbp: u64_at(0xA0),
+        rsi: u64_at(0xA8),
+        rdi: u64_at(0xB0),
+        r8: u64_at(0xB8),
+        r9: u64_at(0xC0),
+        r10: u64_at(0xC8),
+        r11: u64_at(0xD0),
+        r12: u64_at(0xD8),
+        r13: u64_at(0xE0),
+        r14: u64_at(0xE8),
+        r15: u64_at(0xF0),
+        rip: u64_at(0xF8),
+    }
+}

@@ -1,0 +1,113 @@
+//! One target abstraction for dumps, live KD and snapshots.
+//!
+//! A [`Target`] knows its own identity (what its header or handshake says), serves physical
+//! memory, and gives register context per processor. Everything above it (translation,
+//! symbols, commands) is the same whatever the kind of target.
+
+// TEMP until kds-crashdump lands: mod dump;
+mod identity;
+
+// TEMP pub use dump::DumpTarget;
+pub use identity::{
+    Arch, BugCheck, Capabilities, Consistency, FileTime, OsVersion, TargetIdentity, TargetKind,
+};
+
+use thiserror::Error;
+
+/// Size of a physical page on every architecture kds supports.
+pub const PAGE_SIZE: u64 = 0x1000;
+
+/// Why a physical read failed. Each variant names the physical address it stopped at.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReadError {
+    /// The page exists on the machine but its contents are not in this capture
+    /// (a kernel or bitmap dump leaves user and free pages out).
+    #[error("physical page {page:#x} is not in the dump")]
+    PageNotCaptured { page: u64 },
+    /// The address lies outside every physical memory range the target describes.
+    #[error("physical address {address:#x} is outside the target's physical memory")]
+    OutOfRange { address: u64 },
+    /// The target could not be asked (link lost, I/O error on the file).
+    #[error("target read at physical address {address:#x} failed: {reason}")]
+    Transport { address: u64, reason: String },
+}
+
+impl ReadError {
+    /// The physical address (page-aligned for missing pages) this error is about.
+    #[must_use]
+    pub fn address(&self) -> u64 {
+        match self {
+            ReadError::PageNotCaptured { page } => *page,
+            ReadError::OutOfRange { address } | ReadError::Transport { address, .. } => *address,
+        }
+    }
+}
+
+/// Errors from a target that are not about one read.
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error("processor {processor} does not exist (the target has {count})")]
+    NoSuchProcessor { processor: u32, count: u32 },
+    #[error("register context of processor {processor} is not available: {reason}")]
+    ContextUnavailable { processor: u32, reason: String },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Register state of one processor, as the target recorded or reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "arch", rename_all = "lowercase")]
+pub enum ProcessorContext {
+    X64(X64Context),
+}
+
+/// The general-purpose, instruction, flag and segment registers of an AMD64 `CONTEXT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct X64Context {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub eflags: u32,
+    pub cs: u16,
+    pub ss: u16,
+}
+
+/// A source of physical memory and processor state: a dump file, a live kernel or a snapshot.
+///
+/// Reads take `&self`: live targets keep their link state behind interior mutability, so a
+/// target can be shared by the translation layer, the symbol loader and the executor.
+pub trait Target: Send + Sync {
+    /// What the target says about itself (header fields, handshake).
+    fn identity(&self) -> &TargetIdentity;
+
+    /// What this target can do beyond reading.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Fill `buf` from physical memory at `address`. Fails whole, naming the first page it
+    /// could not read; callers that want partial data read page by page.
+    fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError>;
+
+    /// Register context of one processor.
+    fn processor_context(&self, processor: u32) -> Result<ProcessorContext, TargetError>;
+
+    /// Let a frozen live target run again. Dumps and snapshots have nothing to resume.
+    fn resume(&self) -> Result<(), TargetError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,4 @@
+//! kds standard library: one module per command, each a structured result plus a
+//! WinDbg-faithful text renderer.
+
+pub mod info;
