@@ -1,0 +1,255 @@
+//! Finding and identifying the kernel of a target, then loading its symbol table.
+//!
+//! Before symbols are loaded no layout is known, so the locator uses the two layouts every
+//! Windows kernel shares with its debugger: the loader entry's `DllBase` (the sixth pointer of
+//! `_KLDR_DATA_TABLE_ENTRY`, checked against every table in the tests) and the documented
+//! `KDDEBUGGER_DATA64` header. Everything after that comes from the table.
+
+use crate::mmu::{AddressSpace, VirtualReadError};
+use crate::pe::{parse_image, ImageMemory, PeError, PeImage};
+use crate::symbols::store::{find_symbol_file, SymbolFileKind, SymbolSearch};
+use crate::symbols::sympath::SymbolPath;
+use crate::symbols::{load_isf_file, IsfError, PdbIdentity, SymbolTable};
+use crate::target::TargetIdentity;
+use serde::Serialize;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Index of `DllBase` in a loader entry, in pointers (after two LIST_ENTRYs' worth of fields).
+const DLL_BASE_POINTER_INDEX: u64 = 6;
+/// `KDDEBUGGER_DATA64.Header.OwnerTag` ("KDBG") and where it and `KernBase` sit.
+const KDBG_OWNER_TAG: u32 = 0x4742_444B;
+const KDBG_OWNER_TAG_OFFSET: u64 = 0x10;
+const KDBG_KERNBASE_OFFSET: u64 = 0x18;
+
+/// How the kernel base was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelSource {
+    /// The first entry of `PsLoadedModuleList` (the kernel's own loader entry).
+    LoadedModuleList,
+    /// `KernBase` of the decoded `KDDEBUGGER_DATA64` block.
+    DebuggerDataBlock,
+}
+
+/// The kernel image found in a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelImage {
+    pub base: u64,
+    pub source: KernelSource,
+    pub pe: PeImage,
+}
+
+impl KernelImage {
+    /// The PDB the kernel was built with, if its image names one.
+    pub fn pdb(&self) -> Result<&PdbIdentity, PeError> {
+        self.pe.pdb_identity()
+    }
+}
+
+/// Why the kernel could not be found.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("the target names neither PsLoadedModuleList nor KdDebuggerDataBlock: cannot find the kernel without a scan")]
+    NoAnchor,
+    #[error("cannot find the kernel: {}", .attempts.join("; "))]
+    NotFound { attempts: Vec<String> },
+}
+
+/// Find the kernel image: from `PsLoadedModuleList`, else from the debugger data block.
+pub fn locate_kernel(
+    space: &AddressSpace,
+    identity: &TargetIdentity,
+) -> Result<KernelImage, KernelError> {
+    let mut attempts = Vec::new();
+    if identity.ps_loaded_module_list.is_none() && identity.kd_debugger_data_block.is_none() {
+        return Err(KernelError::NoAnchor);
+    }
+    if let Some(list) = identity.ps_loaded_module_list {
+        match base_from_loaded_module_list(space, list) {
+            Ok(base) => match image_at(space, base) {
+                Ok(pe) => {
+                    return Ok(KernelImage {
+                        base,
+                        source: KernelSource::LoadedModuleList,
+                        pe,
+                    })
+                }
+                Err(e) => attempts.push(format!(
+                    "PsLoadedModuleList {list:#x} names base {base:#x}, but {e}"
+                )),
+            },
+            Err(e) => attempts.push(format!("PsLoadedModuleList {list:#x}: {e}")),
+        }
+    }
+    if let Some(kdbg) = identity.kd_debugger_data_block {
+        match base_from_kdbg(space, kdbg) {
+            Ok(base) => match image_at(space, base) {
+                Ok(pe) => {
+                    return Ok(KernelImage {
+                        base,
+                        source: KernelSource::DebuggerDataBlock,
+                        pe,
+                    })
+                }
+                Err(e) => attempts.push(format!(
+                    "KdDebuggerDataBlock {kdbg:#x} names KernBase {base:#x}, but {e}"
+                )),
+            },
+            Err(e) => attempts.push(format!("KdDebuggerDataBlock {kdbg:#x}: {e}")),
+        }
+    }
+    Err(KernelError::NotFound { attempts })
+}
+
+fn base_from_loaded_module_list(space: &AddressSpace, list: u64) -> Result<u64, String> {
+    let first = space
+        .read_pointer(list)
+        .map_err(|e| format!("cannot read its Flink: {e}"))?;
+    if first == list {
+        return Err("the list is empty".into());
+    }
+    let dll_base_at = first + DLL_BASE_POINTER_INDEX * space.spec().pointer_size;
+    space
+        .read_pointer(dll_base_at)
+        .map_err(|e| format!("cannot read DllBase of the first entry {first:#x}: {e}"))
+}
+
+fn base_from_kdbg(space: &AddressSpace, kdbg: u64) -> Result<u64, String> {
+    let tag = space
+        .read_u32(kdbg + KDBG_OWNER_TAG_OFFSET)
+        .map_err(|e| format!("cannot read its header: {e}"))?;
+    if tag != KDBG_OWNER_TAG {
+        return Err(format!(
+            "OwnerTag is {tag:#010x}, not 'KDBG' (the block may still be encoded)"
+        ));
+    }
+    // KDBG pointers are 64-bit on every architecture, sign-extended on x86.
+    space
+        .read_u64(kdbg + KDBG_KERNBASE_OFFSET)
+        .map_err(|e| format!("cannot read KernBase: {e}"))
+}
+
+/// An image mapped in a virtual address space, as the PE parser reads it.
+pub struct MappedImage<'a> {
+    pub space: &'a AddressSpace,
+    pub base: u64,
+}
+
+impl ImageMemory for MappedImage<'_> {
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), PeError> {
+        self.space
+            .read(self.base.wrapping_add(offset), buf)
+            .map_err(|e: VirtualReadError| PeError::Read {
+                rva: offset,
+                len: buf.len(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Parse the PE image mapped at `base`.
+pub fn image_at(space: &AddressSpace, base: u64) -> Result<PeImage, PeError> {
+    parse_image(&MappedImage { space, base })
+}
+
+/// Why a module's symbol table could not be loaded.
+#[derive(Debug, Error)]
+pub enum SymbolLoadError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("found {path} for {pdb}, but reading PDB files is not supported yet: convert it to ISF (volatility3's pdbconv) or point the symbol path at an ISF table")]
+    PdbNotSupported { pdb: PdbIdentity, path: PathBuf },
+    #[error(transparent)]
+    Isf(#[from] IsfError),
+    #[error("{path} is the table of {found}, but the image names {wanted}")]
+    Mismatch {
+        path: PathBuf,
+        found: PdbIdentity,
+        wanted: PdbIdentity,
+    },
+}
+
+/// A symbol table and where it came from.
+#[derive(Debug)]
+pub struct LoadedSymbols {
+    pub table: SymbolTable,
+    pub path: PathBuf,
+    pub search: SymbolSearch,
+}
+
+/// Find and load the table for `pdb` along `path`.
+pub fn load_symbols(
+    path: &SymbolPath,
+    pdb: &PdbIdentity,
+) -> Result<LoadedSymbols, SymbolLoadError> {
+    let search = find_symbol_file(path, pdb);
+    let Some(candidate) = search.found.clone() else {
+        return Err(SymbolLoadError::NotFound(search.describe_miss(pdb)));
+    };
+    match candidate.kind {
+        SymbolFileKind::Pdb => Err(SymbolLoadError::PdbNotSupported {
+            pdb: pdb.clone(),
+            path: candidate.path,
+        }),
+        SymbolFileKind::IsfJson | SymbolFileKind::IsfJsonXz => {
+            let table = load_isf_file(&candidate.path)?;
+            if let Some(found) = table.identity() {
+                let same = found.guid == pdb.guid
+                    && found.age == pdb.age
+                    && found.name.eq_ignore_ascii_case(&pdb.name);
+                if !same {
+                    return Err(SymbolLoadError::Mismatch {
+                        path: candidate.path,
+                        found: found.clone(),
+                        wanted: pdb.clone(),
+                    });
+                }
+            }
+            Ok(LoadedSymbols {
+                table,
+                path: candidate.path,
+                search,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::load_isf_file;
+    use std::path::PathBuf;
+
+    /// The bootstrap offset of DllBase must be what every table we have says.
+    #[test]
+    fn dll_base_bootstrap_offset_matches_every_table() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/symbols");
+        let mut checked = 0;
+        for sub in ["ntkrnlmp.pdb", "x86"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !path.to_string_lossy().ends_with(".json.xz") {
+                    continue;
+                }
+                let table = load_isf_file(&path).expect("shared table loads");
+                let entry_type = if table.has_type("_KLDR_DATA_TABLE_ENTRY") {
+                    "_KLDR_DATA_TABLE_ENTRY"
+                } else {
+                    "_LDR_DATA_TABLE_ENTRY"
+                };
+                assert_eq!(
+                    table.offset_of(entry_type, "DllBase").unwrap(),
+                    DLL_BASE_POINTER_INDEX * table.pointer_size(),
+                    "{}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 5, "three x64 and two x86 tables");
+    }
+}

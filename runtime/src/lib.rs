@@ -10,5 +10,6 @@
 pub mod kernel;
 pub mod mmu;
 pub mod pe;
+pub mod session;
 pub mod symbols;
 pub mod target;

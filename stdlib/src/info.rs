@@ -1,0 +1,368 @@
+//! `kds info`: what a target is, what kernel it holds, and whether its symbols were found.
+//! The first lines read like WinDbg's banner when it opens a dump.
+
+use crate::bugcheck::{self, BugCheckInfo};
+use crate::format::{filetime, pointer, pointer_0x, uptime};
+use kds_runtime::kernel::KernelSource;
+use kds_runtime::session::Session;
+use kds_runtime::symbols::{PdbIdentity, SymbolTable};
+use kds_runtime::target::{Arch, TargetIdentity, TargetKind};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// KUSER_SHARED_DATA's kernel-mode address on x64: fixed by the architecture of Windows,
+/// not by any one build.
+const KUSER_SHARED_DATA_X64: u64 = 0xFFFF_F780_0000_0000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    pub target: TargetIdentity,
+    pub captured_pages: Option<u64>,
+    pub file_size: Option<u64>,
+    pub kernel: Result<KernelSummary, String>,
+    pub symbol_path: String,
+    pub symbols: SymbolStatus,
+    /// What the kernel itself says (needs symbols).
+    pub os: Option<OsSummary>,
+    pub bugcheck: Option<BugCheckInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelSummary {
+    pub base: u64,
+    pub found_by: KernelSource,
+    pub size_of_image: u32,
+    pub time_date_stamp: u32,
+    pub pdb: Option<PdbIdentity>,
+    /// Why the image names no usable PDB, when it does not.
+    pub pdb_problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SymbolStatus {
+    Loaded { path: String, types: usize },
+    Missing { message: String },
+    NotSearched { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OsSummary {
+    pub major: u32,
+    pub minor: u32,
+    pub build: Option<u32>,
+    /// `NtProductType`: 1 WinNt (workstation), 2 LanManNt (domain controller), 3 Server.
+    pub product_type: Option<u32>,
+    pub system_root: Option<String>,
+    pub build_lab: Option<String>,
+}
+
+/// Gather everything `kds info` shows.
+#[must_use]
+pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
+    let identity = session.target.identity().clone();
+    let kernel = match &session.kernel {
+        Ok(k) => Ok(KernelSummary {
+            base: k.base,
+            found_by: k.source,
+            size_of_image: k.pe.size_of_image,
+            time_date_stamp: k.pe.time_date_stamp,
+            pdb: k.pdb().ok().cloned(),
+            pdb_problem: k.pdb().err().map(|e| e.to_string()),
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    let symbols = match &session.symbols {
+        Some(Ok(loaded)) => SymbolStatus::Loaded {
+            path: loaded.path.display().to_string(),
+            types: loaded.table.type_names().count(),
+        },
+        Some(Err(e)) => SymbolStatus::Missing {
+            message: e.to_string(),
+        },
+        None => SymbolStatus::NotSearched {
+            reason: match &kernel {
+                Ok(k) => k
+                    .pdb_problem
+                    .clone()
+                    .unwrap_or_else(|| "the kernel image names no PDB".into()),
+                Err(_) => "no kernel image was found".into(),
+            },
+        },
+    };
+    let os = session
+        .kernel_symbols()
+        .and_then(|table| read_os_summary(session, table));
+    TargetInfo {
+        bugcheck: identity
+            .bugcheck
+            .map(|b| bugcheck::decode(b.code, b.parameters)),
+        captured_pages: session.target.captured_pages(),
+        file_size,
+        kernel,
+        symbol_path: session.symbol_path.to_string(),
+        symbols,
+        os,
+        target: identity,
+    }
+}
+
+fn read_os_summary(session: &Session, table: &SymbolTable) -> Option<OsSummary> {
+    let space = &session.kernel_space;
+    let kuser = |field: &str| {
+        table
+            .offset_of("_KUSER_SHARED_DATA", field)
+            .ok()
+            .map(|off| KUSER_SHARED_DATA_X64 + off)
+    };
+    let major = space.read_u32(kuser("NtMajorVersion")?).ok()?;
+    let minor = space.read_u32(kuser("NtMinorVersion")?).ok()?;
+    let build = kuser("NtBuildNumber")
+        .and_then(|a| space.read_u32(a).ok())
+        .or_else(|| {
+            let at = session.kernel_symbol("NtBuildNumber")?;
+            space.read_u32(at).ok().map(|v| v & 0xFFFF)
+        });
+    let product_type = kuser("NtProductType").and_then(|a| space.read_u32(a).ok());
+    let system_root = kuser("NtSystemRoot").and_then(|a| read_utf16z(session, a, 260));
+    let build_lab = session
+        .kernel_symbol("NtBuildLab")
+        .and_then(|a| read_asciiz(session, a, 256));
+    Some(OsSummary {
+        major,
+        minor,
+        build,
+        product_type,
+        system_root,
+        build_lab,
+    })
+}
+
+fn read_utf16z(session: &Session, va: u64, max_chars: usize) -> Option<String> {
+    let mut raw = vec![0u8; max_chars * 2];
+    let n = session.kernel_space.read_partial(va, &mut raw);
+    let units: Vec<u16> = raw[..n]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    (!units.is_empty()).then(|| String::from_utf16_lossy(&units))
+}
+
+fn read_asciiz(session: &Session, va: u64, max: usize) -> Option<String> {
+    let mut raw = vec![0u8; max];
+    let n = session.kernel_space.read_partial(va, &mut raw);
+    let text: Vec<u8> = raw[..n].iter().copied().take_while(|&b| b != 0).collect();
+    (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
+}
+
+/// WinDbg's line about what a dump type makes available.
+fn dump_banner(dump_type: u32) -> &'static str {
+    match dump_type {
+        1 => "Kernel Complete Dump File: Full address space is available",
+        2 => "Kernel Summary Dump File: Only kernel address space is available",
+        5 | 0xA => "Kernel Bitmap Dump File: Full address space is available",
+        6 | 8 => "Kernel Bitmap Dump File: Kernel address space is available, User address space may not be available.",
+        9 => "Kernel Bitmap Dump File: Kernel and user address space is available",
+        _ => "Kernel Dump File",
+    }
+}
+
+fn os_name(major: u32, minor: u32) -> String {
+    match (major, minor) {
+        (5, 2) => "Windows Server 2003".into(),
+        (6, 0) => "Windows Vista".into(),
+        (6, 1) => "Windows 7".into(),
+        (6, 2) => "Windows 8".into(),
+        (6, 3) => "Windows 8.1".into(),
+        (10, 0) => "Windows 10".into(),
+        _ => format!("Windows {major}.{minor}"),
+    }
+}
+
+fn product_name(product_type: u32) -> &'static str {
+    match product_type {
+        1 => "WinNt",
+        2 => "LanManNt",
+        3 => "Server",
+        _ => "unknown",
+    }
+}
+
+fn arch_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X64 => "x64",
+        Arch::X86 { .. } => "x86",
+    }
+}
+
+/// Render as text: WinDbg's opening banner, then the details.
+#[must_use]
+pub fn render_text(info: &TargetInfo) -> String {
+    let t = &info.target;
+    let ps = u64::from(t.arch.pointer_size());
+    let mut out = String::new();
+    let w = &mut out;
+    match &t.kind {
+        TargetKind::Dump {
+            path, dump_type, ..
+        } => {
+            let _ = writeln!(w, "Loading Dump File [{path}]");
+            let _ = writeln!(w, "{}", dump_banner(*dump_type));
+        }
+        TargetKind::LiveKd { connection } => {
+            let _ = writeln!(w, "Connected to {connection}");
+        }
+        TargetKind::Snapshot { path, format } => {
+            let _ = writeln!(w, "Loading {format} snapshot [{path}]");
+        }
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(w, "Symbol search path is: {}", info.symbol_path);
+    let build = info
+        .os
+        .as_ref()
+        .and_then(|o| o.build)
+        .or(t.os_build)
+        .map_or_else(|| "?".to_string(), |b| b.to_string());
+    let name = info
+        .os
+        .as_ref()
+        .map_or_else(|| "Windows".to_string(), |o| os_name(o.major, o.minor));
+    let mp = if t.processor_count > 1 {
+        format!("MP ({} procs)", t.processor_count)
+    } else {
+        "UP".to_string()
+    };
+    let flavour = if t.checked_build { "Checked" } else { "Free" };
+    let _ = writeln!(
+        w,
+        "{name} Kernel Version {build} {mp} {flavour} {}",
+        arch_name(t.arch)
+    );
+    if let Some(product) = info.os.as_ref().and_then(|o| o.product_type) {
+        let _ = writeln!(w, "Product: {}", product_name(product));
+    }
+    if let Some(lab) = info.os.as_ref().and_then(|o| o.build_lab.as_ref()) {
+        let _ = writeln!(w, "Edition build lab: {lab}");
+    }
+    let base = info
+        .kernel
+        .as_ref()
+        .map_or_else(|_| "?".to_string(), |k| pointer_0x(k.base, ps));
+    let modules = t
+        .ps_loaded_module_list
+        .map_or_else(|| "?".to_string(), |v| pointer_0x(v, ps));
+    let _ = writeln!(w, "Kernel base = {base} PsLoadedModuleList = {modules}");
+    if let Some(time) = t.system_time.and_then(|s| filetime(s.0)) {
+        let _ = writeln!(w, "Debug session time: {time}");
+    }
+    if let Some(up) = t.system_up_time {
+        let _ = writeln!(w, "System Uptime: {}", uptime(up));
+    }
+    if let Some(b) = &info.bugcheck {
+        let _ = writeln!(w);
+        let _ = writeln!(w, "{}", b.windbg_line());
+        let _ = writeln!(
+            w,
+            "{} ({:x})",
+            b.name.unwrap_or("unknown stop code"),
+            b.code
+        );
+        if b.taken_on_demand {
+            let _ = writeln!(
+                w,
+                "This dump was taken on demand: analyse it as a hang, not as a crash cause."
+            );
+        }
+    }
+
+    let _ = writeln!(w);
+    let _ = writeln!(w, "Target");
+    let row = |w: &mut String, label: &str, value: String| {
+        let _ = writeln!(w, "  {label:<22}{value}");
+    };
+    if let TargetKind::Dump {
+        dump_type,
+        dump_type_name,
+        ..
+    } = &t.kind
+    {
+        row(w, "Dump type", format!("{dump_type} ({dump_type_name})"));
+    }
+    row(w, "Architecture", t.arch.to_string());
+    row(w, "Processors", t.processor_count.to_string());
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| pointer(v, ps));
+    row(w, "DirectoryTableBase", pointer(t.directory_table_base, ps));
+    row(w, "PsLoadedModuleList", opt(t.ps_loaded_module_list));
+    row(w, "PsActiveProcessHead", opt(t.ps_active_process_head));
+    row(w, "KdDebuggerDataBlock", opt(t.kd_debugger_data_block));
+    row(w, "PfnDataBase", opt(t.pfn_database));
+    if let Some(pages) = info.captured_pages {
+        row(
+            w,
+            "Pages captured",
+            format!("{pages} ({} MiB)", pages * 4096 / (1024 * 1024)),
+        );
+    }
+    if let Some(size) = info.file_size {
+        row(w, "File size", format!("{size} bytes"));
+    }
+    if let Some(comment) = &t.comment {
+        row(w, "Comment", comment.clone());
+    }
+
+    let _ = writeln!(w);
+    let _ = writeln!(w, "Kernel");
+    match &info.kernel {
+        Ok(k) => {
+            let how = match k.found_by {
+                KernelSource::LoadedModuleList => "first entry of PsLoadedModuleList",
+                KernelSource::DebuggerDataBlock => "KernBase of the KDBG block",
+            };
+            row(
+                w,
+                "Base",
+                format!("{} (from the {how})", pointer(k.base, ps)),
+            );
+            row(w, "SizeOfImage", format!("{:#x}", k.size_of_image));
+            row(w, "TimeDateStamp", format!("{:08x}", k.time_date_stamp));
+            match (&k.pdb, &k.pdb_problem) {
+                (Some(pdb), _) => row(w, "PDB", format!("{} {}", pdb.name, pdb.isf_stem())),
+                (None, Some(problem)) => row(w, "PDB", format!("none: {problem}")),
+                (None, None) => row(w, "PDB", "none".into()),
+            }
+        }
+        Err(e) => row(w, "Not found", e.clone()),
+    }
+    match &info.symbols {
+        SymbolStatus::Loaded { path, types } => {
+            row(w, "Symbols", format!("{path} ({types} types)"));
+        }
+        SymbolStatus::Missing { message } => {
+            row(w, "Symbols", "not loaded".into());
+            for line in message.lines() {
+                let _ = writeln!(w, "    {line}");
+            }
+        }
+        SymbolStatus::NotSearched { reason } => {
+            row(w, "Symbols", format!("not searched: {reason}"));
+        }
+    }
+    if let Some(os) = &info.os {
+        row(
+            w,
+            "Version",
+            format!(
+                "{}.{}.{}",
+                os.major,
+                os.minor,
+                os.build.map_or_else(|| "?".into(), |b| b.to_string())
+            ),
+        );
+        if let Some(root) = &os.system_root {
+            row(w, "SystemRoot", root.clone());
+        }
+    }
+    out
+}

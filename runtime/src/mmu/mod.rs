@@ -18,7 +18,9 @@ use thiserror::Error;
 pub enum VirtualReadError {
     #[error(transparent)]
     Translate(#[from] TranslateError),
-    #[error("virtual address {va:#x} maps to physical {physical:#x}, which cannot be read: {source}")]
+    #[error(
+        "virtual address {va:#x} maps to physical {physical:#x}, which cannot be read: {source}"
+    )]
     Physical {
         va: u64,
         physical: u64,
@@ -86,7 +88,12 @@ impl AddressSpace {
 
     /// Full page-table walk, uncached, with the details of the mapping.
     pub fn translate(&self, va: u64) -> Result<Translation, TranslateError> {
-        translate(self.target.as_ref(), self.spec, self.dtb, self.spec.canonical(va))
+        translate(
+            self.target.as_ref(),
+            self.spec,
+            self.dtb,
+            self.spec.canonical(va),
+        )
     }
 
     /// Physical address of `va`, through the cache.

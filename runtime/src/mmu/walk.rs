@@ -85,7 +85,13 @@ pub fn translate(
             },
         })?;
         if entry & bits::PRESENT == 0 {
-            return Err(not_present(va, level.name, entry, entry_address, depth == last));
+            return Err(not_present(
+                va,
+                level.name,
+                entry,
+                entry_address,
+                depth == last,
+            ));
         }
         writable &= entry & bits::WRITE != 0;
         user &= entry & bits::USER != 0;

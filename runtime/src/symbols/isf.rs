@@ -306,9 +306,15 @@ mod tests {
         assert_eq!(id.isf_stem(), "68A17FAF3012B7846079AEECDBE0A583-1");
         assert_eq!(t.pointer_size(), 8);
         // Values read from the table itself with python's json module.
-        assert_eq!(t.offset_of("_EPROCESS", "ActiveProcessLinks").unwrap(), 1096);
+        assert_eq!(
+            t.offset_of("_EPROCESS", "ActiveProcessLinks").unwrap(),
+            1096
+        );
         assert_eq!(t.offset_of("_EPROCESS", "ImageFileName").unwrap(), 1448);
-        assert_eq!(t.offset_of("_EPROCESS", "Pcb.DirectoryTableBase").unwrap(), 0x28);
+        assert_eq!(
+            t.offset_of("_EPROCESS", "Pcb.DirectoryTableBase").unwrap(),
+            0x28
+        );
         assert_eq!(t.size_of("_EPROCESS").unwrap(), 2624);
         assert_eq!(t.size_of("_LIST_ENTRY").unwrap(), 16);
         assert_eq!(t.symbol_rva("PsActiveProcessHead").unwrap(), 12_705_632);
@@ -350,7 +356,9 @@ mod tests {
     #[test]
     fn malformed_tables_are_errors_that_name_the_source() {
         let err = parse_isf(b"{\"metadata\": {}", "bad.json").unwrap_err();
-        assert!(err.to_string().starts_with("symbol table bad.json is not valid ISF JSON"));
+        assert!(err
+            .to_string()
+            .starts_with("symbol table bad.json is not valid ISF JSON"));
         let err = parse_isf(b"{\"metadata\": {}, \"base_types\": {}}", "nop.json").unwrap_err();
         assert_eq!(
             err.to_string(),

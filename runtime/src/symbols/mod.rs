@@ -9,7 +9,6 @@ pub mod sympath;
 
 pub use isf::{load_isf_file, parse_isf, IsfError};
 pub use layout::{
-    BaseType, EnumType, Field, FieldLocation, SymbolError, SymbolTable, TypeKind, TypeRef,
-    UserType,
+    BaseType, EnumType, Field, FieldLocation, SymbolError, SymbolTable, TypeKind, TypeRef, UserType,
 };
 pub use pdb_id::{Guid, GuidParseError, PdbIdentity};

@@ -57,7 +57,10 @@ impl FromStr for Guid {
     type Err = GuidParseError;
 
     fn from_str(s: &str) -> Result<Guid, GuidParseError> {
-        let hex: String = s.chars().filter(|c| !matches!(c, '-' | '{' | '}')).collect();
+        let hex: String = s
+            .chars()
+            .filter(|c| !matches!(c, '-' | '{' | '}'))
+            .collect();
         let bad = || GuidParseError(s.to_string());
         if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(bad());

@@ -73,6 +73,10 @@ impl Target for DumpTarget {
         }
     }
 
+    fn captured_pages(&self) -> Option<u64> {
+        Some(self.dump.present_page_count())
+    }
+
     fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         self.dump
             .read_physical(address, buf)

@@ -9,7 +9,9 @@ use std::fmt;
 pub enum Arch {
     X64,
     /// 32-bit x86, with or without PAE paging.
-    X86 { pae: bool },
+    X86 {
+        pae: bool,
+    },
 }
 
 impl Arch {

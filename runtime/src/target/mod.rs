@@ -4,10 +4,10 @@
 //! memory, and gives register context per processor. Everything above it (translation,
 //! symbols, commands) is the same whatever the kind of target.
 
-// TEMP until kds-crashdump lands: mod dump;
+mod dump;
 mod identity;
 
-// TEMP pub use dump::DumpTarget;
+pub use dump::DumpTarget;
 pub use identity::{
     Arch, BugCheck, Capabilities, Consistency, FileTime, OsVersion, TargetIdentity, TargetKind,
 };
@@ -105,6 +105,11 @@ pub trait Target: Send + Sync {
 
     /// Register context of one processor.
     fn processor_context(&self, processor: u32) -> Result<ProcessorContext, TargetError>;
+
+    /// How many physical pages the capture holds, for targets that know (dumps, images).
+    fn captured_pages(&self) -> Option<u64> {
+        None
+    }
 
     /// Let a frozen live target run again. Dumps and snapshots have nothing to resume.
     fn resume(&self) -> Result<(), TargetError> {
