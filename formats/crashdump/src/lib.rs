@@ -1,0 +1,49 @@
+//! Bytes of 64-bit Windows kernel crash dumps (`PAGEDU64`): a zero-copy reader and a writer.
+//!
+//! This crate knows the file format only: no symbols, no paging, no commands (like `minidump`
+//! next to `minidump-processor`). Interpreting the pages is the caller's business.
+//!
+//! Layouts read:
+//!
+//! | `DumpType` | page area at 0x2000 | lookup |
+//! |---|---|---|
+//! | 1 full | pages in the order of the header's runs | binary search over runs |
+//! | 2, 5, 6 | `SDMP`/`FDMP` bitmap header + bitmap | rank index over the bitmap |
+//! | 8, 9, 0xA | `SDMP`/`FDMP` bitmap, or `RDMP` page ranges | rank index / binary search |
+//!
+//! Invariants: opening costs one pass over the bitmap or run list and allocates nothing per
+//! page; every read of file data is bounds-checked and a malformed file is a [`DumpError`]
+//! naming the offset, never a panic; a [`CrashDump`] only exists for a file whose every
+//! described page lies inside it.
+//!
+//! Written files ([`write_dump`]) are read back identically by this crate and by kdmp-parser
+//! 0.8 (types 1, 5, 6), and follow what Volatility 3 reads (types 1, 5); see [`writer`] for
+//! what those readers require.
+
+mod bitmap_index;
+mod bytes;
+mod error;
+mod header;
+mod reader;
+mod run_index;
+pub mod writer;
+
+pub use error::{DumpError, Found, MissingPage};
+pub use header::{
+    off, BitmapHeader, BitmapSignature, DumpType, Header64, PhysicalRun, RdmpHeader, COMMENT_SIZE,
+    CONTEXT64_SIZE, EXCEPTION_RECORD64_SIZE, HEADER64_SIZE, MACHINE_AMD64, MAX_RUNS, PAGE_PATTERN,
+};
+pub use reader::CrashDump;
+pub use writer::{
+    encode_headers, write_dump, EncodedHeaders, HeaderFields, WriteError, WriteKind,
+    MAX_BITMAP_BYTES,
+};
+
+/// Size of a physical page, and of every page stored in a dump.
+pub const PAGE_SIZE: usize = 0x1000;
+
+// A dump is shared across threads by the layers above.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CrashDump>();
+};
