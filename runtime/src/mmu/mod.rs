@@ -88,12 +88,7 @@ impl AddressSpace {
 
     /// Full page-table walk, uncached, with the details of the mapping.
     pub fn translate(&self, va: u64) -> Result<Translation, TranslateError> {
-        translate(
-            self.target.as_ref(),
-            self.spec,
-            self.dtb,
-            self.spec.canonical(va),
-        )
+        translate(self.target.as_ref(), self.spec, self.dtb, va)
     }
 
     /// Physical address of `va`, through the cache.
@@ -168,10 +163,10 @@ impl AddressSpace {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// Read a pointer of this address space's width, sign-extended to a canonical address.
+    /// Read a pointer of this address space's width.
     pub fn read_pointer(&self, va: u64) -> Result<u64, VirtualReadError> {
         if self.spec.pointer_size == 8 {
-            Ok(self.spec.canonical(self.read_u64(va)?))
+            self.read_u64(va)
         } else {
             Ok(u64::from(self.read_u32(va)?))
         }
@@ -194,3 +189,6 @@ impl AddressSpace {
             .flush();
     }
 }
+
+#[cfg(test)]
+mod tests;
