@@ -1,1 +1,107 @@
-//! Shared helpers for the end-to-end tests live in `tests/common`.
+//! Helpers shared by the end-to-end tests: where the real symbol tables are, fixture dumps
+//! built once per test binary, and the Python peers' venv.
+
+use kds_fixture::dumpfile::{write_dump, DumpKind};
+use kds_fixture::{build, Fixture, FixtureSpec};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+
+/// The repository root.
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The shared directory of real symbol tables (`../shared/symbols` beside the repository,
+/// or `KDS_SHARED_SYMBOLS`).
+#[must_use]
+pub fn shared_symbols() -> PathBuf {
+    std::env::var_os("KDS_SHARED_SYMBOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/symbols"))
+}
+
+/// The x64 kernel tables, one per build: (short name, table path).
+#[must_use]
+pub fn x64_tables() -> Vec<(&'static str, PathBuf)> {
+    let dir = shared_symbols().join("ntkrnlmp.pdb");
+    let tables = [
+        ("win10_19041", "68A17FAF3012B7846079AEECDBE0A583-1.json.xz"),
+        (
+            "win2022_20348",
+            "C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz",
+        ),
+        ("win7_7601", "339E74133576439CBCDF7E0229DA3773-1.json.xz"),
+    ];
+    let found: Vec<_> = tables
+        .iter()
+        .map(|(name, file)| (*name, dir.join(file)))
+        .collect();
+    for (name, path) in &found {
+        assert!(
+            path.exists(),
+            "symbol table for {name} missing at {} (set KDS_SHARED_SYMBOLS)",
+            path.display()
+        );
+    }
+    found
+}
+
+/// A scratch directory for one test, emptied first.
+#[must_use]
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("kds-e2e-{}", std::process::id()))
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    dir
+}
+
+/// Build the hung-server fixture of a table and write it as `kind` into `dir`.
+pub fn fixture_dump(
+    table: &Path,
+    seed: u64,
+    kind: DumpKind,
+    dir: &Path,
+    name: &str,
+) -> (Fixture, PathBuf) {
+    let fixture = build(&FixtureSpec::hung_server(table, seed)).expect("fixture builds");
+    let path = dir.join(name);
+    write_dump(&fixture, &path, kind).expect("fixture dump is written");
+    (fixture, path)
+}
+
+/// A symbol directory holding `table` in the Volatility layout `<dir>/ntkrnlmp.pdb/<file>`.
+#[must_use]
+pub fn symbol_dir_with(table: &Path, dir: &Path) -> PathBuf {
+    let sym = dir.join("symbols");
+    let pdb_dir = sym.join("ntkrnlmp.pdb");
+    std::fs::create_dir_all(&pdb_dir).expect("symbol dir");
+    let file = table.file_name().expect("table file name");
+    std::fs::copy(table, pdb_dir.join(file)).expect("copy table");
+    sym
+}
+
+static VENV: Once = Once::new();
+
+/// The Python venv with the independent readers; created by `.ci/venv.sh` on first use.
+#[must_use]
+pub fn python_venv() -> PathBuf {
+    let root = repo_root();
+    VENV.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root.join(".ci/venv.sh"))
+            .status()
+            .expect("bash runs .ci/venv.sh");
+        assert!(
+            status.success(),
+            ".ci/venv.sh failed: cannot install the Python peers"
+        );
+    });
+    root.join(".venv")
+}

@@ -91,6 +91,10 @@ pub struct HeaderFields {
     /// 1 = workstation, 2 = domain controller, 3 = server.
     pub product_type: u32,
     pub suite_mask: u32,
+    /// Page frames a bitmap describes: Windows writes the machine's physical extent (highest
+    /// page frame + 1). `None`: the highest pfn written + 1, rounded up to whole bitmap bytes,
+    /// because the C++ kdmp-parser reads only `Pages / 8` whole bytes of the bitmap.
+    pub bitmap_pages: Option<u64>,
 }
 
 impl Default for HeaderFields {
@@ -114,6 +118,7 @@ impl Default for HeaderFields {
             comment: String::new(),
             product_type: 1,
             suite_mask: 0x110,
+            bitmap_pages: None,
         }
     }
 }
@@ -140,6 +145,7 @@ impl HeaderFields {
             comment: h.comment.clone(),
             product_type: h.product_type,
             suite_mask: h.suite_mask,
+            bitmap_pages: h.bitmap.as_ref().map(|b| b.pages),
         }
     }
 }
@@ -280,12 +286,16 @@ pub fn encode_headers(
         }
     };
 
-    // Bitmap: one bit per page frame up to the highest one written.
-    let bits = pfns.last().map_or(0, |&last| last + 1);
+    // Bitmap: one bit per page frame of the machine, never fewer than the pages written need.
+    let needed = pfns.last().map_or(0, |&last| last + 1);
+    let bits = header
+        .bitmap_pages
+        .unwrap_or_else(|| needed.next_multiple_of(8))
+        .max(needed);
     let bitmap_len = bits.div_ceil(64) * 8;
     if bitmap_signature.is_some() && bitmap_len > MAX_BITMAP_BYTES {
         return Err(WriteError::BitmapTooLarge {
-            highest_pfn: bits - 1,
+            highest_pfn: needed.saturating_sub(1),
             bytes: bitmap_len,
         });
     }

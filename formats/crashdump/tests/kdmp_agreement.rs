@@ -4,7 +4,7 @@ mod common;
 
 use common::kdmp_agree::assert_kdmp_parser_agrees;
 use common::{build, build_rdmp, sample_pfns, write_temp};
-use kds_crashdump::{off, CrashDump, DumpType, RdmpHeader, WriteKind, PAGE_SIZE};
+use kds_crashdump::{off, CrashDump, DumpType, HeaderFields, RdmpHeader, WriteKind, PAGE_SIZE};
 
 #[test]
 fn full_dump_agrees_with_kdmp_parser() {
@@ -48,7 +48,12 @@ fn large_bitmap_dump_agrees_with_kdmp_parser() {
 fn spare_bits_after_the_last_bitmap_bit_are_ignored_by_both() {
     // Pages = 0x44 bits: the last bitmap byte holds bits 0x40..0x47, of which 0x44.. are spare.
     let pfns = [0x1, 0x40, 0x43];
-    let mut bytes = build(
+    let header = HeaderFields {
+        bitmap_pages: Some(0x44),
+        ..common::sample_header()
+    };
+    let mut bytes = common::build_with(
+        &header,
         WriteKind::Bitmap {
             dump_type: DumpType::BitmapFull,
         },
@@ -108,4 +113,24 @@ fn kernel_summary_dumps_are_ours_alone() {
     assert_eq!(dump.dump_type(), DumpType::Kernel);
     assert_eq!(dump.dump_type().name(), "Kernel summary dump");
     assert_eq!(dump.present_page_count(), pfns.len() as u64);
+}
+
+#[test]
+fn default_bitmap_covers_whole_bytes_and_an_explicit_extent_is_kept() {
+    // The C++ kdmp-parser reads Pages / 8 whole bytes: a default extent of 0x44 bits would
+    // hide pfn 0x43 from it, so the writer rounds up to 0x48.
+    let pfns = [0x1, 0x40, 0x43];
+    let kind = WriteKind::Bitmap {
+        dump_type: DumpType::BitmapFull,
+    };
+    let bytes = build(kind, &pfns);
+    assert_eq!(bytes[off::BITMAP_PAGES], 0x48);
+    let header = HeaderFields {
+        bitmap_pages: Some(0x4000),
+        ..common::sample_header()
+    };
+    let bytes = common::build_with(&header, kind, &pfns);
+    let dump = CrashDump::from_bytes(bytes).unwrap();
+    assert_eq!(dump.header().bitmap.as_ref().map(|b| b.pages), Some(0x4000));
+    assert_eq!(dump.present_pfns().collect::<Vec<_>>(), pfns);
 }

@@ -63,6 +63,7 @@ pub fn sample_header() -> HeaderFields {
         comment: "kds test dump".to_owned(),
         product_type: 1,
         suite_mask: 0x110,
+        bitmap_pages: None,
     }
 }
 
@@ -81,8 +82,13 @@ pub fn sample_pfns() -> Vec<u64> {
 
 /// The dump bytes for `kind` with `sample_header()` and pages `pfns`.
 pub fn build(kind: WriteKind, pfns: &[u64]) -> Vec<u8> {
+    build_with(&sample_header(), kind, pfns)
+}
+
+/// Like [`build`], with a header of the caller's.
+pub fn build_with(header: &HeaderFields, kind: WriteKind, pfns: &[u64]) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    write_dump(&mut out, &sample_header(), kind, pfns, |pfn, page| {
+    write_dump(&mut out, header, kind, pfns, |pfn, page| {
         *page = page_bytes(pfn);
         Ok(())
     })
