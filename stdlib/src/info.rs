@@ -53,6 +53,10 @@ pub struct OsSummary {
     pub build: Option<u32>,
     /// `NtProductType`: 1 WinNt (workstation), 2 LanManNt (domain controller), 3 Server.
     pub product_type: Option<u32>,
+    /// `KUSER_SHARED_DATA.SuiteMask` (VER_SUITE_* bits).
+    pub suite_mask: Option<u32>,
+    /// Service pack from `CmNtCSDVersion` (major in bits 8..16), 0 when none.
+    pub service_pack: Option<u32>,
     pub system_root: Option<String>,
     pub build_lab: Option<String>,
 }
@@ -124,6 +128,11 @@ fn read_os_summary(session: &Session, table: &SymbolTable) -> Option<OsSummary> 
             space.read_u32(at).ok().map(|v| v & 0xFFFF)
         });
     let product_type = kuser("NtProductType").and_then(|a| space.read_u32(a).ok());
+    let suite_mask = kuser("SuiteMask").and_then(|a| space.read_u32(a).ok());
+    let service_pack = session
+        .kernel_symbol("CmNtCSDVersion")
+        .and_then(|a| space.read_u32(a).ok())
+        .map(|v| (v >> 8) & 0xFF);
     let system_root = kuser("NtSystemRoot").and_then(|a| read_utf16z(session, a, 260));
     let build_lab = session
         .kernel_symbol("NtBuildLab")
@@ -133,6 +142,8 @@ fn read_os_summary(session: &Session, table: &SymbolTable) -> Option<OsSummary> 
         minor,
         build,
         product_type,
+        suite_mask,
+        service_pack,
         system_root,
         build_lab,
     })
@@ -189,6 +200,35 @@ fn product_name(product_type: u32) -> &'static str {
     }
 }
 
+/// Names of the `VER_SUITE_*` bits, as WinDbg prints them after `suite:`.
+const SUITES: &[(u32, &str)] = &[
+    (0x0001, "SmallBusiness"),
+    (0x0002, "Enterprise"),
+    (0x0004, "BackOffice"),
+    (0x0008, "CommunicationServer"),
+    (0x0010, "TerminalServer"),
+    (0x0020, "SmallBusinessRestricted"),
+    (0x0040, "EmbeddedNT"),
+    (0x0080, "DataCenter"),
+    (0x0100, "SingleUserTS"),
+    (0x0200, "Personal"),
+    (0x0400, "Blade"),
+    (0x0800, "EmbeddedRestricted"),
+    (0x1000, "SecurityAppliance"),
+    (0x2000, "StorageServer"),
+    (0x4000, "ComputeServer"),
+    (0x8000, "WHServer"),
+];
+
+fn suite_names(mask: u32) -> String {
+    SUITES
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn arch_name(arch: Arch) -> &'static str {
     match arch {
         Arch::X64 => "x64",
@@ -235,13 +275,27 @@ pub fn render_text(info: &TargetInfo) -> String {
         "UP".to_string()
     };
     let flavour = if t.checked_build { "Checked" } else { "Free" };
+    let service_pack = match info.os.as_ref().and_then(|o| o.service_pack) {
+        Some(sp) if sp > 0 => format!(" (Service Pack {sp})"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         w,
-        "{name} Kernel Version {build} {mp} {flavour} {}",
+        "{name} Kernel Version {build}{service_pack} {mp} {flavour} {}",
         arch_name(t.arch)
     );
     if let Some(product) = info.os.as_ref().and_then(|o| o.product_type) {
-        let _ = writeln!(w, "Product: {}", product_name(product));
+        let suites = info
+            .os
+            .as_ref()
+            .and_then(|o| o.suite_mask)
+            .map(suite_names)
+            .unwrap_or_default();
+        if suites.is_empty() {
+            let _ = writeln!(w, "Product: {}", product_name(product));
+        } else {
+            let _ = writeln!(w, "Product: {}, suite: {suites}", product_name(product));
+        }
     }
     if let Some(lab) = info.os.as_ref().and_then(|o| o.build_lab.as_ref()) {
         let _ = writeln!(w, "Edition build lab: {lab}");

@@ -1,0 +1,163 @@
+//! `kds info` as a user runs it: the README's demo command, bad dumps, missing symbols.
+
+use kds_fixture::{build, FixtureSpec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+fn kds(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kds"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("_NT_SYMBOL_PATH")
+        .env_remove("_NT_ALT_SYMBOL_PATH")
+        .output()
+        .expect("kds runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The backtick form WinDbg prints 64-bit addresses in.
+fn windbg(value: u64) -> String {
+    format!("{:08x}`{:08x}", value >> 32, value & 0xFFFF_FFFF)
+}
+
+const DEMO: &str = "examples/demo/MEMORY.DMP";
+const DEMO_TABLE: &str = "examples/symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz";
+
+#[test]
+fn readme_demo_command_identifies_the_kernel_its_symbols_and_the_bugcheck() {
+    let out = kds(&["info", "-z", DEMO, "-y", "examples/symbols"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // What the builder put in the demo (same table and seed as examples/demo/README.md).
+    let truth = build(&FixtureSpec::hung_server(repo().join(DEMO_TABLE), 1))
+        .expect("demo fixture builds")
+        .truth;
+    for line in [
+        format!("Loading Dump File [{DEMO}]"),
+        "Kernel Bitmap Dump File: Full address space is available".to_string(),
+        "Symbol search path is: examples/symbols".to_string(),
+        "Windows 10 Kernel Version 20348 MP (4 procs) Free x64".to_string(),
+        "Product: Server".to_string(),
+        format!(
+            "Kernel base = 0x{} PsLoadedModuleList = 0x{}",
+            windbg(truth.kernel_base),
+            windbg(truth.ps_loaded_module_list)
+        ),
+        "BugCheck E2, {0, 0, 0, 0}".to_string(),
+        "MANUALLY_INITIATED_CRASH (e2)".to_string(),
+        format!(
+            "  PsActiveProcessHead   {}",
+            windbg(truth.ps_active_process_head)
+        ),
+        format!(
+            "  KdDebuggerDataBlock   {}",
+            windbg(truth.kd_debugger_data_block)
+        ),
+        "  PDB                   ntkrnlmp.pdb C339CA26E8E26BB7F4C9BB7B8244A46A-1".to_string(),
+        format!("  Symbols               {DEMO_TABLE} (1752 types)"),
+        "  Version               10.0.20348".to_string(),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn json_output_carries_the_same_identity() {
+    let out = kds(&["info", DEMO, "-y", "examples/symbols", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["target"]["kind"]["dump_type"], 5);
+    assert_eq!(v["target"]["processor_count"], 4);
+    assert_eq!(v["bugcheck"]["name"], "MANUALLY_INITIATED_CRASH");
+    assert_eq!(v["bugcheck"]["taken_on_demand"], true);
+    assert_eq!(
+        v["kernel"]["Ok"]["pdb"]["guid"],
+        "C339CA26E8E26BB7F4C9BB7B8244A46A"
+    );
+    assert_eq!(v["symbols"]["status"], "loaded");
+    assert_eq!(v["os"]["build"], 20348);
+}
+
+#[test]
+fn a_missing_table_names_the_guid_age_and_every_place_looked() {
+    let out = kds(&["info", DEMO, "-y", "target/no-such-symbols"]);
+    assert!(out.status.success(), "identification works without symbols");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(
+        "no symbol table for ntkrnlmp.pdb C339CA26E8E26BB7F4C9BB7B8244A46A-1; looked in:"
+    ));
+    for probe in [
+        "target/no-such-symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz",
+        "target/no-such-symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A1/ntkrnlmp.pdb",
+    ] {
+        assert!(stdout.contains(probe), "{probe} not listed in:\n{stdout}");
+    }
+    // Without symbols the banner still has what the header says.
+    assert!(stdout.contains("Kernel Version 20348 MP (4 procs) Free x64"));
+}
+
+fn bad_dump(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = repo().join("target/cli-tests");
+    std::fs::create_dir_all(&dir).expect("target dir is writable");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write test dump");
+    path
+}
+
+fn fails_with(path: &Path, expected: &str) {
+    let out = kds(&["info", "-z", path.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(3), "target errors exit 3");
+    let stderr = text(&out.stderr);
+    // miette wraps long lines: compare with whitespace folded.
+    let folded = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = folded(&stderr.replace(['│', '╰', '─', '▶', '×'], " "));
+    assert!(
+        flat.contains(&folded(expected)),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_dumps_fail_with_the_offset_and_what_was_expected() {
+    let demo = std::fs::read(repo().join(DEMO)).expect("demo dump");
+
+    fails_with(
+        &bad_dump("empty.dmp", &[]),
+        r#"file is empty (0 bytes); expected a "PAGEDU64" kernel dump header at offset 0x0"#,
+    );
+    fails_with(
+        &bad_dump("truncated.dmp", &demo[..0x100]),
+        "file ends at 0x100 but the 64-bit dump header (DUMP_HEADER64) needs 0x2000 bytes at offset 0x0",
+    );
+    let mut x86 = demo[..0x3000].to_vec();
+    x86[4..8].copy_from_slice(b"DUMP");
+    fails_with(&bad_dump("x86.dmp", &x86), "PAGEDUMP");
+    let mut garbage = demo[..0x3000].to_vec();
+    garbage[..8].copy_from_slice(b"MDMP\x93\xa7\0\0");
+    fails_with(
+        &bad_dump("minidump.dmp", &garbage),
+        r#"expected "PAGEDU64" at offset 0x0"#,
+    );
+    // The bitmap still marks every page (TotalPresentPages at 0x2028), but the file stops
+    // halfway.
+    let present = u64::from_le_bytes(demo[0x2028..0x2030].try_into().expect("8 bytes"));
+    let half = &demo[..demo.len() / 2];
+    fails_with(
+        &bad_dump("lying-bitmap.dmp", half),
+        &format!("bitmap at 0x2038 marks {present} pages present but the file holds"),
+    );
+}
