@@ -84,7 +84,7 @@ fn json_output_carries_the_same_identity() {
     assert_eq!(v["bugcheck"]["name"], "MANUALLY_INITIATED_CRASH");
     assert_eq!(v["bugcheck"]["taken_on_demand"], true);
     assert_eq!(
-        v["kernel"]["Ok"]["pdb"]["guid"],
+        v["kernel"]["pdb"]["guid"],
         "C339CA26E8E26BB7F4C9BB7B8244A46A"
     );
     assert_eq!(v["symbols"]["status"], "loaded");

@@ -15,6 +15,12 @@ use serde::Serialize;
 use std::path::PathBuf;
 use thiserror::Error;
 
+/// Where x64 Windows maps KUSER_SHARED_DATA for the kernel: fixed by the platform, not by a
+/// build.
+pub const KUSER_SHARED_DATA_X64: u64 = 0xFFFF_F780_0000_0000;
+/// Where every process sees the same page, read-only.
+pub const KUSER_SHARED_DATA_USER: u64 = 0x7FFE_0000;
+
 /// Index of `DllBase` in a loader entry, in pointers (after two LIST_ENTRYs' worth of fields).
 const DLL_BASE_POINTER_INDEX: u64 = 6;
 /// `KDDEBUGGER_DATA64.Header.OwnerTag` ("KDBG") and where it and `KernBase` sit.

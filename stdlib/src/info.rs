@@ -3,23 +3,21 @@
 
 use crate::bugcheck::{self, BugCheckInfo};
 use crate::format::{filetime, pointer, pointer_0x, uptime};
-use kds_runtime::kernel::KernelSource;
+use kds_runtime::kernel::{KernelSource, KUSER_SHARED_DATA_X64};
 use kds_runtime::session::Session;
 use kds_runtime::symbols::{PdbIdentity, SymbolTable};
 use kds_runtime::target::{Arch, TargetIdentity, TargetKind};
 use serde::Serialize;
 use std::fmt::Write as _;
 
-/// KUSER_SHARED_DATA's kernel-mode address on x64: fixed by the architecture of Windows,
-/// not by any one build.
-const KUSER_SHARED_DATA_X64: u64 = 0xFFFF_F780_0000_0000;
-
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetInfo {
     pub target: TargetIdentity,
     pub captured_pages: Option<u64>,
     pub file_size: Option<u64>,
-    pub kernel: Result<KernelSummary, String>,
+    pub kernel: Option<KernelSummary>,
+    /// Why no kernel was found, when none was.
+    pub kernel_error: Option<String>,
     pub symbol_path: String,
     pub symbols: SymbolStatus,
     /// What the kernel itself says (needs symbols).
@@ -65,8 +63,9 @@ pub struct OsSummary {
 #[must_use]
 pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
     let identity = session.target.identity().clone();
+    let kernel_error = session.kernel.as_ref().err().map(ToString::to_string);
     let kernel = match &session.kernel {
-        Ok(k) => Ok(KernelSummary {
+        Ok(k) => Some(KernelSummary {
             base: k.base,
             found_by: k.source,
             size_of_image: k.pe.size_of_image,
@@ -74,7 +73,7 @@ pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
             pdb: k.pdb().ok().cloned(),
             pdb_problem: k.pdb().err().map(|e| e.to_string()),
         }),
-        Err(e) => Err(e.to_string()),
+        Err(_) => None,
     };
     let symbols = match &session.symbols {
         Some(Ok(loaded)) => SymbolStatus::Loaded {
@@ -86,11 +85,11 @@ pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
         },
         None => SymbolStatus::NotSearched {
             reason: match &kernel {
-                Ok(k) => k
+                Some(k) => k
                     .pdb_problem
                     .clone()
                     .unwrap_or_else(|| "the kernel image names no PDB".into()),
-                Err(_) => "no kernel image was found".into(),
+                None => "no kernel image was found".into(),
             },
         },
     };
@@ -104,6 +103,7 @@ pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
         captured_pages: session.target.captured_pages(),
         file_size,
         kernel,
+        kernel_error,
         symbol_path: session.symbol_path.to_string(),
         symbols,
         os,
@@ -303,7 +303,7 @@ pub fn render_text(info: &TargetInfo) -> String {
     let base = info
         .kernel
         .as_ref()
-        .map_or_else(|_| "?".to_string(), |k| pointer_0x(k.base, ps));
+        .map_or_else(|| "?".to_string(), |k| pointer_0x(k.base, ps));
     let modules = t
         .ps_loaded_module_list
         .map_or_else(|| "?".to_string(), |v| pointer_0x(v, ps));
@@ -368,8 +368,8 @@ pub fn render_text(info: &TargetInfo) -> String {
 
     let _ = writeln!(w);
     let _ = writeln!(w, "Kernel");
-    match &info.kernel {
-        Ok(k) => {
+    match (&info.kernel, &info.kernel_error) {
+        (Some(k), _) => {
             let how = match k.found_by {
                 KernelSource::LoadedModuleList => "first entry of PsLoadedModuleList",
                 KernelSource::DebuggerDataBlock => "KernBase of the KDBG block",
@@ -387,7 +387,11 @@ pub fn render_text(info: &TargetInfo) -> String {
                 (None, None) => row(w, "PDB", "none".into()),
             }
         }
-        Err(e) => row(w, "Not found", e.clone()),
+        (None, error) => row(
+            w,
+            "Not found",
+            error.clone().unwrap_or_else(|| "no kernel".into()),
+        ),
     }
     match &info.symbols {
         SymbolStatus::Loaded { path, types } => {

@@ -28,6 +28,7 @@ fn info_on_every_build_and_layout() {
             // Independent of the snapshot: what the builder put there.
             let t = &fixture.truth;
             let kernel = info.kernel.as_ref().expect("kernel found");
+            assert_eq!(info.kernel_error, None);
             assert_eq!(kernel.base, t.kernel_base);
             assert_eq!(
                 kernel.pdb.as_ref().map(|p| p.isf_stem()),

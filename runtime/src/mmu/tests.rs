@@ -58,11 +58,7 @@ impl Target for Phys {
         &self.identity
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            consistency: Consistency::Frozen,
-            can_resume: false,
-            can_write: false,
-        }
+        Capabilities::FROZEN_CAPTURE
     }
     fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let mut done = 0;

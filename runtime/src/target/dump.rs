@@ -66,11 +66,7 @@ impl Target for DumpTarget {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            consistency: Consistency::Frozen,
-            can_resume: false,
-            can_write: false,
-        }
+        Capabilities::FROZEN_CAPTURE
     }
 
     fn captured_pages(&self) -> Option<u64> {

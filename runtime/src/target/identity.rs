@@ -110,6 +110,16 @@ pub struct Capabilities {
     pub can_write: bool,
 }
 
+impl Capabilities {
+    /// A capture taken with every processor stopped (a crash dump): read-only, nothing to
+    /// resume.
+    pub const FROZEN_CAPTURE: Capabilities = Capabilities {
+        consistency: Consistency::Frozen,
+        can_resume: false,
+        can_write: false,
+    };
+}
+
 /// Identity of a target, as far as the target itself knows it (a dump header, a KD
 /// handshake). Values a target cannot know without symbols are `None`; the kernel locator
 /// fills the rest in a `KernelIdentity`.
