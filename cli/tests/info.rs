@@ -47,7 +47,7 @@ fn readme_demo_command_identifies_the_kernel_its_symbols_and_the_bugcheck() {
         "Kernel Bitmap Dump File: Full address space is available".to_string(),
         "Symbol search path is: examples/symbols".to_string(),
         "Windows 10 Kernel Version 20348 MP (4 procs) Free x64".to_string(),
-        "Product: Server".to_string(),
+        "Product: Server, suite: TerminalServer SingleUserTS".to_string(),
         format!(
             "Kernel base = 0x{} PsLoadedModuleList = 0x{}",
             windbg(truth.kernel_base),
