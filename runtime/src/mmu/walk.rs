@@ -69,7 +69,7 @@ pub fn translate(
     let mut table = dtb & spec.root_mask;
     let mut writable = true;
     let mut user = true;
-    let last = spec.levels.len() - 1;
+    let last = spec.levels.len().saturating_sub(1);
     for (depth, level) in spec.levels.iter().enumerate() {
         let entry_address = table + spec.index(level, va) * spec.entry_size;
         let entry = read_entry(target, spec, entry_address).map_err(|e| match e {
@@ -109,7 +109,12 @@ pub fn translate(
         }
         table = frame;
     }
-    unreachable!("the last level of a paging spec always ends the walk")
+    // Only a spec without levels gets here.
+    Err(TranslateError::TableReadFailed {
+        va,
+        level: "root",
+        reason: format!("paging spec `{}` has no levels", spec.name),
+    })
 }
 
 fn read_entry(target: &dyn Target, spec: &PagingSpec, address: u64) -> Result<u64, ReadError> {
