@@ -10,7 +10,7 @@
 //! Both readers live in `<repo>/.venv`, which `.ci/venv.sh` creates (CI runs it). Without the
 //! venv these tests fail: run `bash .ci/venv.sh`.
 
-use kds_e2e::{repo_root, scratch_dir, x64_tables};
+use kds_e2e::{scratch_dir, x64_tables};
 use kds_fixture::dumpfile::{dump_pfns, write_dump, DumpKind};
 use kds_fixture::{build, Fixture, FixtureSpec};
 use serde_json::Value;
@@ -22,13 +22,13 @@ const VA_MASK: u64 = 0xFFFF_FFFF_FFFF;
 const SEED: u64 = 7;
 
 /// The venv's Python and `vol`, or a failure saying how to create them.
+/// The venv with Volatility 3 and kdmp-parser: `.ci/venv.sh` makes it on first use.
 fn venv() -> PathBuf {
-    let venv = repo_root().join(".venv");
+    let venv = kds_e2e::python_venv();
     for tool in ["bin/vol", "bin/python"] {
         assert!(
             venv.join(tool).exists(),
-            "{} is missing: the independent readers are not installed. Run `bash .ci/venv.sh` \
-             (CI runs it before the tests).",
+            "{} is missing after .ci/venv.sh ran",
             venv.join(tool).display()
         );
     }
