@@ -6,9 +6,11 @@
 //!   paths and kernel identification by RSDS record.
 //! - [`pe`]: just enough of the PE format, read from target memory, to identify images.
 //! - [`kernel`]: finding and identifying the kernel of a target.
+//! - [`model`]: values and typed views over target memory; processes, threads, modules.
 
 pub mod kernel;
 pub mod mmu;
+pub mod model;
 pub mod pe;
 pub mod session;
 pub mod symbols;

@@ -4,9 +4,11 @@
 //! memory, and gives register context per processor. Everything above it (translation,
 //! symbols, commands) is the same whatever the kind of target.
 
+mod counting;
 mod dump;
 mod identity;
 
+pub use counting::{CountingTarget, ReadStats};
 pub use dump::DumpTarget;
 pub use identity::{
     Arch, BugCheck, Capabilities, Consistency, FileTime, OsVersion, TargetIdentity, TargetKind,
