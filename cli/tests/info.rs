@@ -34,7 +34,7 @@ const DEMO: &str = "examples/demo/MEMORY.DMP";
 const DEMO_TABLE: &str = "examples/symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz";
 
 #[test]
-fn readme_demo_command_identifies_the_kernel_its_symbols_and_the_bugcheck() {
+fn info_on_the_demo_identifies_the_kernel_its_symbols_and_the_bugcheck() {
     let out = kds(&["info", "-z", DEMO, "-y", "examples/symbols"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -72,6 +72,67 @@ fn readme_demo_command_identifies_the_kernel_its_symbols_and_the_bugcheck() {
             "missing line {line:?} in:\n{stdout}"
         );
     }
+}
+
+#[test]
+fn readme_first_command_runs_the_hang_playbook_on_the_demo() {
+    let out = kds(&[
+        "run",
+        "examples/hang-triage.kds",
+        "-z",
+        DEMO,
+        "-y",
+        "examples/symbols",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let truth = build(&FixtureSpec::hung_server(repo().join(DEMO_TABLE), 1))
+        .expect("demo fixture builds")
+        .truth;
+    let blocks = stdout.lines().filter(|l| l.starts_with("PROCESS ")).count();
+    assert_eq!(blocks, truth.processes.len());
+    for section in [
+        "== Processes ==",
+        "== Stuck threads, grouped ==",
+        "== On the processors ==",
+    ] {
+        assert!(stdout.contains(section), "{section} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("WARNING: threads are queued on an ERESOURCE"));
+}
+
+#[test]
+fn run_reports_script_errors_against_the_source_and_exits_2() {
+    let out = kds(&[
+        "run",
+        "-z",
+        DEMO,
+        "-y",
+        "examples/symbols",
+        "-c",
+        "!proces 0 0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown command `!proces`"), "{stderr}");
+    assert!(stderr.contains("did you mean `!process`?"), "{stderr}");
+    let out = kds(&[
+        "run",
+        "-z",
+        DEMO,
+        "-y",
+        "examples/symbols",
+        "-c",
+        "processes | where name == \"nope.exe\" | single",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`single` expected exactly one row, found 0"));
+    let out = kds(&[
+        "check",
+        "examples/hang-triage.kds",
+        "examples/long-waits.kds",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 #[test]

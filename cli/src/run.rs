@@ -1,0 +1,165 @@
+//! `kds run`: a playbook (or `-c` commands) against a target.
+
+use crate::target::{open, TargetArgs};
+use crate::{exit, Format};
+use clap::Args;
+use kds_exec::{render_json, render_jsonl, render_text, ExecError, RunOptions};
+use kds_runtime::model::ModelContext;
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The playbook (`.kds`).
+    #[arg(value_name = "PLAYBOOK", required_unless_present = "commands")]
+    pub playbook: Option<PathBuf>,
+    /// Commands to run instead of a playbook, `;`-separated, as kd's `-c`.
+    #[arg(
+        short = 'c',
+        long = "commands",
+        value_name = "COMMANDS",
+        conflicts_with = "playbook"
+    )]
+    pub commands: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Set a playbook parameter: `--set name=lsass.exe`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Print target reads issued and bytes read (to stderr).
+    #[arg(long)]
+    pub stats: bool,
+}
+
+fn parse_set(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+/// An error of the run, shown against the playbook's source.
+#[derive(Debug, Error, Diagnostic)]
+#[error("{message}")]
+struct RunError {
+    message: String,
+    #[source_code]
+    source_code: NamedSource<String>,
+    #[label("{label}")]
+    span: SourceSpan,
+    label: String,
+}
+
+pub fn run(args: &RunArgs) -> u8 {
+    let (name, source) = match (&args.playbook, &args.commands) {
+        (_, Some(commands)) => ("-c".to_string(), commands.clone()),
+        (Some(path), None) => match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(e) => {
+                    eprintln!(
+                        "error: {} is not a text playbook: invalid UTF-8 at byte {}",
+                        path.display(),
+                        e.utf8_error().valid_up_to()
+                    );
+                    return exit::SCRIPT_ERROR;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                return exit::SCRIPT_ERROR;
+            }
+        },
+        (None, None) => {
+            eprintln!("error: give a playbook or -c \"commands\"");
+            return exit::SCRIPT_ERROR;
+        }
+    };
+
+    let problems = kds_lang::lint(&source, &name);
+    let errors: Vec<_> = problems.iter().filter(|d| d.is_error()).cloned().collect();
+    if !problems.is_empty() {
+        eprint!("{}", kds_lang::render(&problems, &name, &source));
+    }
+    if !errors.is_empty() {
+        return exit::SCRIPT_ERROR;
+    }
+    let playbook = match kds_lang::parse(&source) {
+        Ok(p) => p,
+        Err(diagnostics) => {
+            eprint!("{}", kds_lang::render(&diagnostics.0, &name, &source));
+            return exit::SCRIPT_ERROR;
+        }
+    };
+
+    let opened = match open(&args.target, None) {
+        Ok(o) => o,
+        Err(report) => {
+            eprintln!("{report:?}");
+            return exit::TARGET_ERROR;
+        }
+    };
+    let model = match ModelContext::from_session(&opened.session) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::TARGET_ERROR;
+        }
+    };
+    let options = RunOptions {
+        params: args.set.clone(),
+    };
+    let report = kds_exec::run(&source, &playbook, model, &options);
+    let rendered = match args.format {
+        Format::Text => render_text(&report.items),
+        Format::Json => render_json(&report.items) + "\n",
+        Format::Jsonl => render_jsonl(&report.items),
+    };
+    print!("{rendered}");
+    if let Some(error) = &report.error {
+        eprintln!(
+            "{:?}",
+            miette::Report::new(run_error(error, &name, &source))
+        );
+    }
+    if args.stats {
+        let stats = opened.counter.stats();
+        eprintln!("target reads: {} ({} bytes)", stats.reads, stats.bytes);
+    }
+    report.exit_code()
+}
+
+fn run_error(error: &ExecError, name: &str, source: &str) -> RunError {
+    let span = error.span();
+    let start = span.start.min(source.len());
+    let len = span.end.min(source.len()).saturating_sub(start);
+    RunError {
+        message: error.to_string(),
+        source_code: NamedSource::new(name, source.to_string()),
+        span: (start, len).into(),
+        label: if error.is_target_error() {
+            "the target could not answer this".into()
+        } else {
+            "here".into()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_set;
+
+    #[test]
+    fn set_takes_name_equals_value() {
+        assert_eq!(
+            parse_set("name=lsass.exe"),
+            Ok(("name".into(), "lsass.exe".into()))
+        );
+        assert_eq!(parse_set("x=a=b"), Ok(("x".into(), "a=b".into())));
+        assert!(parse_set("novalue").is_err());
+        assert!(parse_set("=v").is_err());
+    }
+}

@@ -1,0 +1,505 @@
+//! The kds executor: runs a parsed and checked playbook against a target's object model and
+//! collects what it shows, in order. A run never loses output: an error stops it, and what
+//! came before the error is kept in the report.
+//!
+//! The executor sits above `kds-lang` (the syntax), `kds-runtime` (targets and the object
+//! model) and `kds-stdlib` (command renderers), so that the runtime stays free of the language.
+
+mod commands;
+mod error;
+mod eval;
+pub mod output;
+
+pub use error::ExecError;
+pub use output::{render_json, render_jsonl, render_text, OutputItem, SeverityName};
+
+use kds_lang::ast::{ExprKind, ParamType, Playbook, Severity, Span, Stmt, StmtKind};
+use kds_runtime::model::{ModelContext, Object, Pointer, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How to run: values for the playbook's parameters (`--set name=value`).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub params: Vec<(String, String)>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub items: Vec<OutputItem>,
+    /// The error that stopped the run, if one did.
+    pub error: Option<ExecError>,
+    /// `expect`/`check` conditions of severity `fail` that did not hold.
+    pub failed_expectations: usize,
+}
+
+impl RunReport {
+    /// The process exit code: 0 success, 1 an expectation failed, 2 a script error, 3 a
+    /// target error.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match &self.error {
+            Some(e) if e.is_target_error() => 3,
+            Some(_) => 2,
+            None if self.failed_expectations > 0 => 1,
+            None => 0,
+        }
+    }
+}
+
+/// Run `playbook` (parsed from `source`) against `model`.
+#[must_use]
+pub fn run(
+    source: &str,
+    playbook: &Playbook,
+    model: Arc<ModelContext>,
+    options: &RunOptions,
+) -> RunReport {
+    let mut runner = Runner {
+        source,
+        model,
+        bindings: HashMap::new(),
+        collections: HashMap::new(),
+        current_process: None,
+        items: Vec::new(),
+        failed_expectations: 0,
+        overrides: options.params.iter().cloned().collect(),
+    };
+    let error = runner.statements(&playbook.statements).err();
+    RunReport {
+        items: runner.items,
+        error,
+        failed_expectations: runner.failed_expectations,
+    }
+}
+
+pub(crate) struct Runner<'s> {
+    source: &'s str,
+    model: Arc<ModelContext>,
+    /// Parameters and `let` bindings.
+    bindings: HashMap<String, Value>,
+    /// Collections walked once per run (the target is frozen).
+    collections: HashMap<&'static str, Vec<Value>>,
+    /// The implicit process (`.process`), when one was set or derived.
+    current_process: Option<Object>,
+    items: Vec<OutputItem>,
+    failed_expectations: usize,
+    overrides: HashMap<String, String>,
+}
+
+impl Runner<'_> {
+    fn statements(&mut self, statements: &[Stmt]) -> Result<(), ExecError> {
+        for stmt in statements {
+            self.statement(stmt)?;
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, stmt: &Stmt) -> Result<(), ExecError> {
+        match &stmt.kind {
+            StmtKind::Param(param) => {
+                let value = match self.overrides.get(&param.name.name) {
+                    Some(text) => {
+                        let ty = param.ty.as_ref().map(|t| t.ty.clone()).or_else(|| {
+                            param.default.as_ref().map(|d| match d.kind {
+                                ExprKind::Int(_) => ParamType::Int,
+                                ExprKind::Bool(_) => ParamType::Bool,
+                                _ => ParamType::String,
+                            })
+                        });
+                        parse_param(text, ty.as_ref().unwrap_or(&ParamType::String)).map_err(
+                            |m| {
+                                ExecError::script(
+                                    format!("--set {}={text}: {m}", param.name.name),
+                                    &param.name.span,
+                                )
+                            },
+                        )?
+                    }
+                    None => match &param.default {
+                        Some(default) => self.eval(default, None)?,
+                        None => {
+                            return Err(ExecError::script(
+                                format!(
+                                    "parameter `{0}` has no default: give it with --set {0}=...",
+                                    param.name.name
+                                ),
+                                &param.name.span,
+                            ))
+                        }
+                    },
+                };
+                self.bindings.insert(param.name.name.clone(), value);
+            }
+            StmtKind::Let { name, value } => {
+                let v = self.eval(value, None)?;
+                self.bindings.insert(name.name.clone(), v);
+            }
+            StmtKind::Command(command) => {
+                let text = self.command(command, &stmt.span)?;
+                let written = self
+                    .source
+                    .get(stmt.span.clone())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                self.items.push(OutputItem::Command {
+                    command: written,
+                    text,
+                });
+            }
+            StmtKind::Expr(expr) => {
+                let shows = matches!(&expr.kind, ExprKind::Pipeline { stages, .. }
+                    if stages.iter().any(|s| matches!(s.kind, kds_lang::ast::StageKind::Show(_))));
+                let value = self.eval(expr, None)?;
+                if !shows {
+                    self.display(value);
+                }
+            }
+            StmtKind::Expect(expect) => {
+                let holds = eval::truthy(&self.eval(&expect.condition, None)?);
+                if !holds {
+                    let severity = expect.effective_severity();
+                    if severity == Severity::Fail {
+                        self.failed_expectations += 1;
+                    }
+                    let message = expect.message.as_ref().map_or_else(
+                        || {
+                            let cond = self
+                                .source
+                                .get(expect.condition.span.clone())
+                                .unwrap_or("?");
+                            format!("expected {}", cond.trim())
+                        },
+                        |m| m.value.clone(),
+                    );
+                    self.items.push(OutputItem::Expectation {
+                        severity: severity.into(),
+                        message,
+                        line: self.line_of(&stmt.span),
+                    });
+                }
+            }
+            StmtKind::Section { title, body } => {
+                self.items.push(OutputItem::SectionStart {
+                    title: title.value.clone(),
+                });
+                self.statements(body)?;
+                self.items.push(OutputItem::SectionEnd {
+                    title: title.value.clone(),
+                });
+            }
+            StmtKind::Use { path } => {
+                return Err(ExecError::script(
+                    format!(
+                        "`use \"{}\"`: extensions are not supported by this version of kds yet",
+                        path.value
+                    ),
+                    &path.span,
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn line_of(&self, span: &Span) -> usize {
+        self.source
+            .get(..span.start)
+            .map_or(0, |before| before.matches('\n').count() + 1)
+    }
+
+    /// Show a value computed by a statement.
+    fn display(&mut self, value: Value) {
+        match value {
+            Value::List(rows)
+                if rows
+                    .iter()
+                    .all(|r| matches!(r, Value::Object(_) | Value::Record(_))) =>
+            {
+                let columns = rows.first().map(eval::default_columns).unwrap_or_default();
+                let table = rows
+                    .iter()
+                    .map(|r| {
+                        columns
+                            .iter()
+                            .map(|c| eval::row_field(r, c).ok().flatten().unwrap_or(Value::Null))
+                            .collect()
+                    })
+                    .collect();
+                self.items.push(OutputItem::Table {
+                    columns,
+                    rows: table,
+                });
+            }
+            Value::Object(_) => {
+                let columns = eval::default_columns(&value);
+                let row = columns
+                    .iter()
+                    .map(|c| {
+                        eval::row_field(&value, c)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect();
+                self.items.push(OutputItem::List {
+                    columns,
+                    rows: vec![row],
+                });
+            }
+            other => self.items.push(OutputItem::Value { value: other }),
+        }
+    }
+
+    fn emit_shown(&mut self, shown: eval::Shown) {
+        use kds_lang::ast::Show;
+        let item = match shown.spec {
+            Show::Table(_) => OutputItem::Table {
+                columns: shown.columns,
+                rows: shown.rows,
+            },
+            Show::List(_) => OutputItem::List {
+                columns: shown.columns,
+                rows: shown.rows,
+            },
+            Show::Json => {
+                let rows = shown
+                    .rows
+                    .into_iter()
+                    .map(|row| {
+                        let mut record = kds_runtime::model::Record::new();
+                        for (name, value) in shown.columns.iter().zip(row) {
+                            record.insert(name.clone(), value);
+                        }
+                        Value::Record(record)
+                    })
+                    .collect();
+                OutputItem::Value {
+                    value: Value::List(rows),
+                }
+            }
+        };
+        self.items.push(item);
+    }
+
+    fn collection(&mut self, name: &str, span: &Span) -> Result<Value, ExecError> {
+        let key: &'static str = match name {
+            "processes" => "processes",
+            "threads" => "threads",
+            _ => "modules",
+        };
+        if let Some(rows) = self.collections.get(key) {
+            return Ok(Value::List(rows.clone()));
+        }
+        let walked = match key {
+            "processes" => self.model.processes(),
+            "threads" => self.model.threads(),
+            _ => self.model.kernel_modules(),
+        }
+        .map_err(|e| ExecError::from_model(&e, span))?;
+        for warning in &walked.warnings {
+            self.items.push(OutputItem::Warning {
+                message: warning.to_string(),
+            });
+        }
+        let rows = walked.values();
+        self.collections.insert(key, rows.clone());
+        Ok(Value::List(rows))
+    }
+
+    /// Names for what the target says about itself: `bugcheck` (the stop code),
+    /// `bugcheck_parameters`, `build`, `processors`, `kernel_base` (the checker's
+    /// `kds_lang::check::GLOBALS`; a test keeps the two lists equal).
+    pub(crate) fn target_global(&self, name: &str) -> Option<Value> {
+        let identity = self.model.target().identity();
+        match name {
+            "bugcheck" => identity.bugcheck.map(|b| Value::Int(i128::from(b.code))),
+            "bugcheck_parameters" => identity.bugcheck.map(|b| {
+                Value::List(
+                    b.parameters
+                        .iter()
+                        .map(|p| Value::Int(i128::from(*p)))
+                        .collect(),
+                )
+            }),
+            "build" => identity.os_build.map(|b| Value::Int(i128::from(b))),
+            "processors" => Some(Value::Int(i128::from(identity.processor_count))),
+            "kernel_base" => Some(Value::Pointer(Pointer::untyped(self.model.kernel_base()))),
+            _ => None,
+        }
+    }
+
+    /// `module!symbol`: the address of a global of the kernel (`nt`, `nt!`, `ntoskrnl`,
+    /// `ntkrnlmp`).
+    fn symbol_address(&self, module: &str, name: &str, span: &Span) -> Result<u64, ExecError> {
+        let is_kernel = ["nt", "ntoskrnl", "ntkrnlmp", "ntkrnlpa", "ntkrpamp"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(module));
+        if !is_kernel {
+            return Err(ExecError::script(
+                format!("symbols of `{module}` are not loaded: only the kernel's (`nt!`) are, in this version"),
+                span,
+            ));
+        }
+        self.model.symbol_address(name).ok_or_else(|| {
+            ExecError::script(
+                format!("`{module}!{name}` is not in the kernel's symbol table"),
+                span,
+            )
+        })
+    }
+
+    /// The implicit process: as set by `.process`, else the one whose page tables the dump
+    /// header names (the process running on the crashing processor).
+    pub(crate) fn implicit_process(&mut self, span: &Span) -> Result<Object, ExecError> {
+        if let Some(p) = &self.current_process {
+            return Ok(p.clone());
+        }
+        let dtb = self.model.kernel_space().dtb();
+        let Value::List(processes) = self.collection("processes", span)? else {
+            return Err(ExecError::target("no process list", span));
+        };
+        let found = processes.into_iter().find_map(|p| match &p {
+            Value::Object(o) if o.field("dtb").ok().and_then(|d| d.as_u64()) == Some(dtb) => {
+                Some(o.clone())
+            }
+            _ => None,
+        });
+        let process = found.ok_or_else(|| {
+            ExecError::target(
+                format!("no process has the dump's DirectoryTableBase {dtb:#x}"),
+                span,
+            )
+        })?;
+        self.current_process = Some(process.clone());
+        Ok(process)
+    }
+
+    fn register(&mut self, name: &str, span: &Span) -> Result<Value, ExecError> {
+        match name.to_ascii_lowercase().as_str() {
+            "$proc" => Ok(Value::Object(self.implicit_process(span)?)),
+            "$peb" => self
+                .implicit_process(span)?
+                .field("Peb")
+                .map_err(|e| ExecError::from_model(&e, span)),
+            other => Err(ExecError::script(
+                format!(
+                    "register `@{other}` is not available in this version (known: @$proc, @$peb)"
+                ),
+                span,
+            )),
+        }
+    }
+
+    fn call(&mut self, function: &str, args: &[Value], span: &Span) -> Result<Value, ExecError> {
+        let one = |what: &str| -> Result<&Value, ExecError> {
+            match args {
+                [v] => Ok(v),
+                _ => Err(ExecError::script(
+                    format!("`{what}` takes one argument, given {}", args.len()),
+                    span,
+                )),
+            }
+        };
+        match function {
+            "len" => match one("len")? {
+                Value::List(l) => Ok(Value::Int(l.len() as i128)),
+                Value::Str(s) => Ok(Value::Int(s.chars().count() as i128)),
+                other => Err(ExecError::script(
+                    format!("`len` of a {}", other.kind()),
+                    span,
+                )),
+            },
+            "hex" => {
+                let v = one("hex")?;
+                let n = v
+                    .as_number()
+                    .ok_or_else(|| ExecError::script(format!("`hex` of a {}", v.kind()), span))?;
+                Ok(Value::Str(format!("{n:#x}")))
+            }
+            "lower" | "upper" => {
+                let v = one(function)?;
+                let s = v.as_str().ok_or_else(|| {
+                    ExecError::script(format!("`{function}` of a {}", v.kind()), span)
+                })?;
+                Ok(Value::Str(if function == "lower" {
+                    s.to_lowercase()
+                } else {
+                    s.to_uppercase()
+                }))
+            }
+            "filetime" => {
+                let v = one("filetime")?;
+                let t = v.as_u64().ok_or_else(|| {
+                    ExecError::script(format!("`filetime` of a {}", v.kind()), span)
+                })?;
+                Ok(Value::Str(kds_runtime::model::format_filetime(t)))
+            }
+            "poi" => {
+                let v = one("poi")?;
+                let address = v
+                    .as_u64()
+                    .ok_or_else(|| ExecError::script(format!("`poi` of a {}", v.kind()), span))?;
+                let process = self.current_process.clone();
+                let space = match &process {
+                    Some(p) => Arc::clone(p.space()),
+                    None => Arc::clone(self.model.kernel_space()),
+                };
+                let pointer = space
+                    .read_pointer(address)
+                    .map_err(|e| ExecError::target(format!("poi({address:#x}): {e}"), span))?;
+                Ok(Value::Pointer(Pointer::untyped(pointer)))
+            }
+            other => Err(ExecError::script(
+                format!(
+                    "unknown function `{other}` (known: len, hex, lower, upper, filetime, poi)"
+                ),
+                span,
+            )),
+        }
+    }
+}
+
+/// A `--set` value for a parameter of type `ty`.
+fn parse_param(text: &str, ty: &ParamType) -> Result<Value, String> {
+    match ty {
+        ParamType::String => Ok(Value::Str(text.to_string())),
+        ParamType::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" => Ok(Value::Bool(false)),
+            _ => Err("expected true or false".into()),
+        },
+        ParamType::Int | ParamType::Address => {
+            let clean = text.replace('`', "");
+            let parsed = match clean
+                .strip_prefix("0x")
+                .or_else(|| clean.strip_prefix("0X"))
+            {
+                Some(hex) => u64::from_str_radix(hex, 16).map(i128::from),
+                None if matches!(ty, ParamType::Address) => {
+                    u64::from_str_radix(&clean, 16).map(i128::from)
+                }
+                None => clean
+                    .parse::<i128>()
+                    .map_err(|_| "".parse::<u64>().unwrap_err()),
+            };
+            parsed.map(Value::Int).map_err(|_| {
+                format!(
+                    "expected {}",
+                    if matches!(ty, ParamType::Address) {
+                        "an address"
+                    } else {
+                        "an integer"
+                    }
+                )
+            })
+        }
+        ParamType::List(inner) => text
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_param(s.trim(), inner))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::List),
+    }
+}

@@ -1,0 +1,207 @@
+//! The example playbooks, run end to end on fixture dumps of every build: the output is
+//! snapshotted (reviewed), and facts in it are checked against the fixture's truth.
+
+use kds_crashdump::CrashDump;
+use kds_e2e::{fixture_dump, repo_root, scratch_dir, symbol_dir_with, x64_tables};
+use kds_exec::{render_text, run, OutputItem, RunOptions, RunReport};
+use kds_fixture::dumpfile::DumpKind;
+use kds_fixture::GroundTruth;
+use kds_runtime::model::{ModelContext, Value};
+use kds_runtime::session::Session;
+use kds_runtime::symbols::sympath::SymbolPath;
+use kds_runtime::symbols::SymbolTable;
+use kds_runtime::target::{DumpTarget, Target};
+use std::path::Path;
+use std::sync::Arc;
+
+fn model_for(dump: &Path, symbols: &Path) -> Arc<ModelContext> {
+    let file = dump
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("dump")
+        .to_string();
+    let target: Arc<dyn Target> = Arc::new(DumpTarget::from_dump(
+        CrashDump::open(dump).expect("dump opens"),
+        file,
+    ));
+    let sympath = SymbolPath::parse(&symbols.display().to_string()).expect("symbol path");
+    let session = Session::open(target, sympath).expect("session");
+    ModelContext::from_session(&session).expect("model")
+}
+
+fn run_source(source: &str, model: &Arc<ModelContext>, params: &[(&str, &str)]) -> RunReport {
+    let playbook = kds_lang::parse(source).expect("playbook parses");
+    let options = RunOptions {
+        params: params
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+    };
+    run(source, &playbook, Arc::clone(model), &options)
+}
+
+/// Rows of the first table under `section` (or the first table at all).
+fn table_after<'a>(
+    items: &'a [OutputItem],
+    section: Option<&str>,
+) -> Option<(&'a [String], &'a [Vec<Value>])> {
+    let mut in_section = section.is_none();
+    for item in items {
+        match item {
+            OutputItem::SectionStart { title } => in_section = section.is_none_or(|s| s == title),
+            OutputItem::Table { columns, rows } if in_section => return Some((columns, rows)),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn check_hang_triage(report: &RunReport, truth: &GroundTruth, table: &SymbolTable) {
+    // Every process appears in !process 0 0.
+    let processes = report.items.iter().find_map(|i| match i {
+        OutputItem::Command { command, text } if command == "!process 0 0" => Some(text.clone()),
+        _ => None,
+    });
+    let text = processes.expect("!process 0 0 ran");
+    let blocks = text.lines().filter(|l| l.starts_with("PROCESS ")).count();
+    assert_eq!(blocks, truth.processes.len());
+    // The WrResource waiters are exactly the truth's.
+    let wr_resource = truth
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .filter(|t| t.state == 5 && i64::from(t.wait_reason) == resource_reason(table))
+        .count();
+    let (_, rows) =
+        table_after(&report.items, Some("Waiting on an executive resource")).expect("table");
+    assert_eq!(rows.len(), wr_resource);
+    assert!(wr_resource > 0, "the hung fixture has ERESOURCE waiters");
+    // One running thread per processor.
+    let (_, running) = table_after(&report.items, Some("On the processors")).expect("table");
+    assert_eq!(running.len() as u32, truth.processor_count);
+    assert_eq!(report.failed_expectations, 0);
+}
+
+/// `_KWAIT_REASON.WrResource` from the build's own table (the truth records raw values).
+fn resource_reason(table: &SymbolTable) -> i64 {
+    table
+        .enum_type("_KWAIT_REASON")
+        .ok()
+        .and_then(|e| {
+            e.constants
+                .iter()
+                .find(|(n, _)| n == "WrResource")
+                .map(|(_, v)| *v)
+        })
+        .expect("_KWAIT_REASON has WrResource")
+}
+
+#[test]
+fn example_playbooks_run_on_every_build() {
+    let dir = scratch_dir("examples");
+    let examples = repo_root().join("examples");
+    let mut playbooks: Vec<_> = std::fs::read_dir(&examples)
+        .expect("examples dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kds"))
+        .collect();
+    playbooks.sort();
+    assert!(playbooks.len() >= 4, "at least four example playbooks");
+    for (name, table) in x64_tables() {
+        let symbols = symbol_dir_with(&table, &dir.join(name));
+        let (fixture, dump) = fixture_dump(
+            &table,
+            11,
+            DumpKind::BitmapFull,
+            &dir,
+            &format!("{name}.dmp"),
+        );
+        let model = model_for(&dump, &symbols);
+        for playbook in &playbooks {
+            let source = std::fs::read_to_string(playbook).expect("playbook text");
+            let report = run_source(&source, &model, &[]);
+            let stem = playbook
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("playbook");
+            assert!(
+                report.error.is_none(),
+                "{stem} on {name}: {:?}",
+                report.error
+            );
+            if stem == "hang-triage" {
+                check_hang_triage(&report, &fixture.truth, &fixture.table);
+            }
+            insta::assert_snapshot!(format!("{stem}-{name}"), render_text(&report.items));
+        }
+        let _ = std::fs::remove_file(&dump);
+    }
+}
+
+#[test]
+fn every_global_the_checker_accepts_is_defined_and_exit_codes_distinguish_outcomes() {
+    let dir = scratch_dir("examples-globals");
+    let (_, table) = &x64_tables()[1];
+    let symbols = symbol_dir_with(table, &dir);
+    let (fixture, dump) = fixture_dump(table, 11, DumpKind::BitmapFull, &dir, "globals.dmp");
+    let model = model_for(&dump, &symbols);
+    for global in kds_lang::check::GLOBALS {
+        let report = run_source(global, &model, &[]);
+        assert!(report.error.is_none(), "`{global}`: {:?}", report.error);
+        assert!(
+            matches!(report.items.as_slice(), [OutputItem::Value { value }] if !value.is_null()),
+            "`{global}` shows a value"
+        );
+    }
+    let bugcheck = run_source("bugcheck", &model, &[]);
+    assert!(
+        matches!(&bugcheck.items[0], OutputItem::Value { value } if value.as_u64() == Some(u64::from(fixture.truth.bugcheck_code)))
+    );
+
+    // 0 success, 1 a failed expectation, 2 a script error, 3 a target error.
+    assert_eq!(
+        run_source("expect bugcheck == 0xE2", &model, &[]).exit_code(),
+        0
+    );
+    assert_eq!(
+        run_source(
+            "expect bugcheck == 0x50 else fail \"not a page fault\"",
+            &model,
+            &[]
+        )
+        .exit_code(),
+        1
+    );
+    assert_eq!(
+        run_source("check bugcheck == 0x50", &model, &[]).exit_code(),
+        0,
+        "check warns, never fails"
+    );
+    assert_eq!(
+        run_source("processes | where name == \"nope\" | single", &model, &[]).exit_code(),
+        2
+    );
+    let unreadable = run_source("poi(0xffff8000deadbeef)", &model, &[]);
+    assert_eq!(unreadable.exit_code(), 3, "{:?}", unreadable.error);
+
+    // Parameters: defaults, --set with types, and a missing value.
+    let by_name = "param name = \"lsass.exe\"\nprocesses | where name == $name | select pid";
+    let lsass = fixture
+        .truth
+        .processes
+        .iter()
+        .find(|p| p.image_file_name == "lsass.exe")
+        .expect("lsass");
+    let report = run_source(by_name, &model, &[]);
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let (_, rows) = table_after(&report.items, None).expect("a table");
+    assert_eq!(rows[0][0].as_u64(), Some(lsass.pid));
+    let report = run_source(by_name, &model, &[("name", "System")]);
+    let (_, rows) = table_after(&report.items, None).expect("a table");
+    assert_eq!(rows[0][0].as_u64(), Some(4));
+    let typed = run_source("param limit: int = 5\nlimit", &model, &[("limit", "0x10")]);
+    assert!(matches!(&typed.items[0], OutputItem::Value { value } if value.as_u64() == Some(16)));
+    let bad = run_source("param limit: int = 5\nlimit", &model, &[("limit", "many")]);
+    assert_eq!(bad.exit_code(), 2);
+}
