@@ -2,13 +2,13 @@
 //! and `.process`; the rest of the command set arrives with the standard library issue.
 
 use crate::error::ExecError;
-use crate::Runner;
+use crate::Interpreter;
 use kds_lang::ast::{Command, CommandArgKind, Span};
 use kds_runtime::model::{Object, Value};
 use kds_stdlib::format::pointer;
 use std::fmt::Write as _;
 
-impl Runner<'_> {
+impl Interpreter {
     pub(crate) fn command(&mut self, command: &Command, span: &Span) -> Result<String, ExecError> {
         match command.name.name.as_str() {
             "!process" => self.process_command(command, span),

@@ -1,7 +1,7 @@
 //! Expressions and pipelines over model values.
 
 use crate::error::ExecError;
-use crate::Runner;
+use crate::Interpreter;
 use kds_lang::ast::{
     BinaryOp, Column, Expr, ExprKind, Show, SortKey, Span, Stage, StageKind, UnaryOp,
 };
@@ -19,7 +19,7 @@ pub(crate) struct Shown {
     pub rows: Vec<Vec<Value>>,
 }
 
-impl Runner<'_> {
+impl Interpreter {
     pub(crate) fn eval(&mut self, expr: &Expr, row: Row<'_>) -> Result<Value, ExecError> {
         let span = &expr.span;
         match &expr.kind {

@@ -48,7 +48,7 @@ impl RunReport {
     }
 }
 
-/// Run `playbook` (parsed from `source`) against `model`.
+/// Run `playbook` (parsed from `source`) against `model`: a fresh [`Interpreter`], one run.
 #[must_use]
 pub fn run(
     source: &str,
@@ -56,30 +56,18 @@ pub fn run(
     model: Arc<ModelContext>,
     options: &RunOptions,
 ) -> RunReport {
-    let mut runner = Runner {
-        source,
-        model,
-        bindings: HashMap::new(),
-        collections: HashMap::new(),
-        current_process: None,
-        items: Vec::new(),
-        failed_expectations: 0,
-        overrides: options.params.iter().cloned().collect(),
-    };
-    let error = runner.statements(&playbook.statements).err();
-    RunReport {
-        items: runner.items,
-        error,
-        failed_expectations: runner.failed_expectations,
-    }
+    Interpreter::new(model, options).run(source, playbook)
 }
 
-pub(crate) struct Runner<'s> {
-    source: &'s str,
+/// Runs playbooks one after another against one target, keeping bindings, parameters and the
+/// implicit process between runs: what a REPL needs.
+pub struct Interpreter {
+    /// The source of the run in progress (spans index into it).
+    source: String,
     model: Arc<ModelContext>,
     /// Parameters and `let` bindings.
     bindings: HashMap<String, Value>,
-    /// Collections walked once per run (the target is frozen).
+    /// Collections walked once (the target is frozen).
     collections: HashMap<&'static str, Vec<Value>>,
     /// The implicit process (`.process`), when one was set or derived.
     current_process: Option<Object>,
@@ -88,7 +76,55 @@ pub(crate) struct Runner<'s> {
     overrides: HashMap<String, String>,
 }
 
-impl Runner<'_> {
+impl Interpreter {
+    #[must_use]
+    pub fn new(model: Arc<ModelContext>, options: &RunOptions) -> Interpreter {
+        Interpreter {
+            source: String::new(),
+            model,
+            bindings: HashMap::new(),
+            collections: HashMap::new(),
+            current_process: None,
+            items: Vec::new(),
+            failed_expectations: 0,
+            overrides: options.params.iter().cloned().collect(),
+        }
+    }
+
+    /// Run one playbook (or one REPL line) parsed from `source`; state carries over.
+    pub fn run(&mut self, source: &str, playbook: &Playbook) -> RunReport {
+        self.source = source.to_string();
+        self.failed_expectations = 0;
+        let error = self.statements(&playbook.statements).err();
+        RunReport {
+            items: std::mem::take(&mut self.items),
+            error,
+            failed_expectations: self.failed_expectations,
+        }
+    }
+
+    /// The implicit process's EPROCESS address, if one is set (for a `kd>`-style prompt).
+    #[must_use]
+    pub fn current_process_address(&self) -> Option<u64> {
+        self.current_process.as_ref().map(Object::address)
+    }
+
+    /// The names bound so far (parameters and `let`s), sorted.
+    #[must_use]
+    pub fn bound_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.bindings.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The object model the interpreter reads through.
+    #[must_use]
+    pub fn model(&self) -> &Arc<ModelContext> {
+        &self.model
+    }
+}
+
+impl Interpreter {
     fn statements(&mut self, statements: &[Stmt]) -> Result<(), ExecError> {
         for stmt in statements {
             self.statement(stmt)?;
