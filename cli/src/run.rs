@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Print target reads issued and bytes read (to stderr).
     #[arg(long)]
     pub stats: bool,
+    /// Print the plan (each step, and the row fields each query reads) to stderr first.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 fn parse_set(text: &str) -> Result<(String, String), String> {
@@ -95,6 +98,12 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     };
 
+    if args.plan {
+        eprint!(
+            "plan of {name}:\n{}",
+            kds_lang::plan::plan(&playbook, &source)
+        );
+    }
     let opened = match open(&args.target, None) {
         Ok(o) => o,
         Err(report) => {

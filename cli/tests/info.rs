@@ -222,3 +222,35 @@ fn bad_dumps_fail_with_the_offset_and_what_was_expected() {
         &format!("bitmap at 0x2038 marks {present} pages present but the file holds"),
     );
 }
+
+#[test]
+fn plan_names_the_fields_each_query_reads_and_stats_count_target_reads() {
+    let out = kds(&[
+        "run",
+        "examples/hang-triage.kds",
+        "-z",
+        DEMO,
+        "-y",
+        "examples/symbols",
+        "--plan",
+        "--stats",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "query threads | where | group by | sort by | take | show  reads: process.name, state, wait_ms, wait_reason"
+        ),
+        "{stderr}"
+    );
+    let stats = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("target reads: "))
+        .expect("a stats line");
+    let reads: u64 = stats
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a read count");
+    assert!(reads > 100, "the playbook reads the target: {stats}");
+}

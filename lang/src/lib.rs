@@ -85,6 +85,7 @@ pub mod diagnostics;
 mod grammar;
 mod layout;
 pub mod params;
+pub mod plan;
 mod parse;
 pub mod print;
 pub mod suggest;
