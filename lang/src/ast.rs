@@ -252,6 +252,24 @@ pub enum StageKind {
     Show(Show),
 }
 
+impl StageKind {
+    /// The stage's keyword as written (`where`, `sort by`, `show`).
+    #[must_use]
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            StageKind::Where(_) => "where",
+            StageKind::Select(_) => "select",
+            StageKind::SortBy(_) => "sort by",
+            StageKind::GroupBy(_) => "group by",
+            StageKind::Take(_) => "take",
+            StageKind::First => "first",
+            StageKind::Single => "single",
+            StageKind::Count => "count",
+            StageKind::Show(_) => "show",
+        }
+    }
+}
+
 /// A projected column: `expr` or `expr as alias`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {

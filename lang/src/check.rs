@@ -572,15 +572,5 @@ impl Checker {
 }
 
 fn stage_name(stage: &Stage) -> &'static str {
-    match stage.kind {
-        StageKind::Where(_) => "where",
-        StageKind::Select(_) => "select",
-        StageKind::SortBy(_) => "sort by",
-        StageKind::GroupBy(_) => "group by",
-        StageKind::Take(_) => "take",
-        StageKind::First => "first",
-        StageKind::Single => "single",
-        StageKind::Count => "count",
-        StageKind::Show(_) => "show",
-    }
+    stage.kind.keyword()
 }

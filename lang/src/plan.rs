@@ -209,7 +209,7 @@ fn query(source: &Expr, stages: &[Stage], bound: &HashSet<String>) -> Query {
     }
     Query {
         source: source_name,
-        stages: stages.iter().map(|s| stage_name(&s.kind)).collect(),
+        stages: stages.iter().map(|s| s.kind.keyword()).collect(),
         fields,
     }
 }
@@ -257,20 +257,6 @@ fn dotted(expr: &Expr) -> Option<String> {
         ExprKind::Name(n) => Some(n.clone()),
         ExprKind::Field { base, field } => dotted(base).map(|b| format!("{b}.{}", field.name)),
         _ => None,
-    }
-}
-
-fn stage_name(kind: &StageKind) -> &'static str {
-    match kind {
-        StageKind::Where(_) => "where",
-        StageKind::Select(_) => "select",
-        StageKind::SortBy(_) => "sort by",
-        StageKind::GroupBy(_) => "group by",
-        StageKind::Take(_) => "take",
-        StageKind::First => "first",
-        StageKind::Single => "single",
-        StageKind::Count => "count",
-        StageKind::Show(_) => "show",
     }
 }
 
