@@ -254,3 +254,22 @@ fn plan_names_the_fields_each_query_reads_and_stats_count_target_reads() {
         .expect("a read count");
     assert!(reads > 100, "the playbook reads the target: {stats}");
 }
+
+#[test]
+fn a_binary_file_as_playbook_is_refused_with_exit_2() {
+    // The demo dump itself: not UTF-8.
+    let out = kds(&["check", DEMO]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not a text playbook: invalid UTF-8 at byte"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kds(&["run", DEMO, "-z", DEMO, "-y", "examples/symbols"]);
+    assert_eq!(out.status.code(), Some(2));
+    // NUL bytes and control characters that are valid UTF-8 are syntax errors, not crashes.
+    let junk = bad_dump("junk.kds", b"\0\x01\x02 !process \x7f\n((((\n");
+    let out = kds(&["check", junk.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"));
+}
