@@ -1,6 +1,7 @@
 //! `kds`: the command line. Argument parsing and wiring only; the work is in the crates.
 
 mod check;
+mod repl;
 mod run;
 mod target;
 
@@ -26,6 +27,8 @@ enum Command {
     Run(run::RunArgs),
     /// Lint playbooks without a target; exits 2 when any has errors.
     Check(check::CheckArgs),
+    /// An interactive `kd>` prompt in the playbook language against a target.
+    Repl(repl::ReplArgs),
 }
 
 /// Output formats shared by the commands.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Info(args) => target::info(&args),
         Command::Run(args) => run::run(&args),
         Command::Check(args) => check::check(&args),
+        Command::Repl(args) => repl::repl(&args),
     };
     ExitCode::from(code)
 }

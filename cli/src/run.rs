@@ -47,7 +47,7 @@ fn parse_set(text: &str) -> Result<(String, String), String> {
 /// An error of the run, shown against the playbook's source.
 #[derive(Debug, Error, Diagnostic)]
 #[error("{message}")]
-struct RunError {
+pub(crate) struct RunError {
     message: String,
     #[source_code]
     source_code: NamedSource<String>,
@@ -141,7 +141,7 @@ pub fn run(args: &RunArgs) -> u8 {
     report.exit_code()
 }
 
-fn run_error(error: &ExecError, name: &str, source: &str) -> RunError {
+pub(crate) fn run_error(error: &ExecError, name: &str, source: &str) -> RunError {
     let span = error.span();
     let start = span.start.min(source.len());
     let len = span.end.min(source.len()).saturating_sub(start);

@@ -239,6 +239,14 @@ fn arch_name(arch: Arch) -> &'static str {
 /// Render as text: WinDbg's opening banner, then the details.
 #[must_use]
 pub fn render_text(info: &TargetInfo) -> String {
+    let mut out = render_banner(info);
+    out.push_str(&render_details(info));
+    out
+}
+
+/// WinDbg's opening banner: what it prints when a dump opens, down to the bugcheck.
+#[must_use]
+pub fn render_banner(info: &TargetInfo) -> String {
     let t = &info.target;
     let ps = u64::from(t.arch.pointer_size());
     let mut out = String::new();
@@ -330,7 +338,16 @@ pub fn render_text(info: &TargetInfo) -> String {
             );
         }
     }
+    out
+}
 
+/// The details below the banner: target, kernel, symbols.
+#[must_use]
+pub fn render_details(info: &TargetInfo) -> String {
+    let t = &info.target;
+    let ps = u64::from(t.arch.pointer_size());
+    let mut out = String::new();
+    let w = &mut out;
     let _ = writeln!(w);
     let _ = writeln!(w, "Target");
     let row = |w: &mut String, label: &str, value: String| {
