@@ -120,6 +120,11 @@ pub fn run(args: &RunArgs) -> u8 {
     };
     let options = RunOptions {
         params: args.set.clone(),
+        base_dir: args
+            .playbook
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(std::path::Path::to_path_buf),
     };
     let report = kds_exec::run(&source, &playbook, model, &options);
     let rendered = match args.format {

@@ -13,8 +13,15 @@ impl Interpreter {
         match command.name.name.as_str() {
             "!process" => self.process_command(command, span),
             ".process" => self.dot_process(command, span),
+            other if self.has_extension_command(other) => {
+                let mut args = Vec::with_capacity(command.args.len());
+                for arg in &command.args {
+                    args.push(self.argument_value(&arg.kind, &arg.span)?);
+                }
+                self.extension_command(other, &args, span)
+            }
             other => Err(ExecError::script(
-                format!("`{other}` is not implemented in this version of kds (available: !process, .process)"),
+                format!("`{other}` is not implemented in this version of kds (available: !process, .process, and commands extensions register)"),
                 &command.name.span,
             )),
         }

@@ -8,6 +8,7 @@
 mod commands;
 mod error;
 mod eval;
+pub mod extensions;
 pub mod output;
 
 pub use error::ExecError;
@@ -18,10 +19,12 @@ use kds_runtime::model::{ModelContext, Object, Pointer, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// How to run: values for the playbook's parameters (`--set name=value`).
+/// How to run: values for the playbook's parameters (`--set name=value`), and the directory
+/// `use "file"` paths are relative to (the playbook's own; `None`: the current directory).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub params: Vec<(String, String)>,
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 /// What a run produced.
@@ -74,6 +77,8 @@ pub struct Interpreter {
     items: Vec<OutputItem>,
     failed_expectations: usize,
     overrides: HashMap<String, String>,
+    /// Loaded rhai extensions and the playbooks being included (`use`).
+    extensions: extensions::Extensions,
 }
 
 impl Interpreter {
@@ -88,6 +93,7 @@ impl Interpreter {
             items: Vec::new(),
             failed_expectations: 0,
             overrides: options.params.iter().cloned().collect(),
+            extensions: extensions::Extensions::new(options.base_dir.clone()),
         }
     }
 
@@ -226,15 +232,7 @@ impl Interpreter {
                     title: title.value.clone(),
                 });
             }
-            StmtKind::Use { path } => {
-                return Err(ExecError::script(
-                    format!(
-                        "`use \"{}\"`: extensions are not supported by this version of kds yet",
-                        path.value
-                    ),
-                    &path.span,
-                ))
-            }
+            StmtKind::Use { path } => self.use_file(&path.value, &path.span)?,
         }
         Ok(())
     }
@@ -487,12 +485,16 @@ impl Interpreter {
                     .map_err(|e| ExecError::target(format!("poi({address:#x}): {e}"), span))?;
                 Ok(Value::Pointer(Pointer::untyped(pointer)))
             }
-            other => Err(ExecError::script(
-                format!(
-                    "unknown function `{other}` (known: len, hex, lower, upper, filetime, poi)"
-                ),
-                span,
-            )),
+            other => match self.call_extension(other, args, span) {
+                Some(result) => result,
+                None => Err(ExecError::script(
+                    format!(
+                        "unknown function `{other}` (known: len, hex, lower, upper, filetime, poi{})",
+                        self.extension_function_hint()
+                    ),
+                    span,
+                )),
+            },
         }
     }
 }

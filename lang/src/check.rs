@@ -242,6 +242,18 @@ impl Checker {
     fn command(&mut self, cmd: &Command) {
         let mut arg_diags = match commands::lookup(&cmd.name.name) {
             Some(spec) => spec.check(cmd),
+            // After a `use`, a command may come from an extension: only the executor knows.
+            // A near miss of a built-in command is still worth a warning.
+            None if self.used_files => match commands::suggest(&cmd.name.name) {
+                Some(s) => vec![Diagnostic::warning(
+                    Code::UnknownCommand,
+                    format!("`{}` is not a built-in command", cmd.name.name),
+                    cmd.name.span.clone(),
+                    "an extension must define it",
+                )
+                .with_help(format!("did you mean `{s}`?"))],
+                None => Vec::new(),
+            },
             None => {
                 let mut d = Diagnostic::error(
                     Code::UnknownCommand,
@@ -573,4 +585,22 @@ impl Checker {
 
 fn stage_name(stage: &Stage) -> &'static str {
     stage.kind.keyword()
+}
+
+#[cfg(test)]
+mod extension_command_tests {
+    #[test]
+    fn unknown_commands_are_errors_unless_a_file_is_used() {
+        let without = crate::lint("!waiters 0x1388\n", "p.kds");
+        assert!(without.iter().any(|d| d.is_error()), "{without:?}");
+        let with = crate::lint("use \"ext.rhai\"\n!waiters 0x1388\n", "p.kds");
+        assert!(with.is_empty(), "{with:?}");
+        let near_miss = crate::lint("use \"ext.rhai\"\n!proces 0 0\n", "p.kds");
+        assert_eq!(near_miss.len(), 1);
+        assert!(!near_miss[0].is_error());
+        assert_eq!(
+            near_miss[0].help.as_deref(),
+            Some("did you mean `!process`?")
+        );
+    }
 }

@@ -36,6 +36,7 @@ fn run_source(source: &str, model: &Arc<ModelContext>, params: &[(&str, &str)]) 
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect(),
+        ..RunOptions::default()
     };
     run(source, &playbook, Arc::clone(model), &options)
 }
