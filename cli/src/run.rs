@@ -6,6 +6,7 @@ use clap::Args;
 use kds_exec::{render_json, render_jsonl, render_text, ExecError, RunOptions};
 use kds_runtime::model::ModelContext;
 use miette::{Diagnostic, NamedSource, SourceSpan};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -126,7 +127,22 @@ pub fn run(args: &RunArgs) -> u8 {
             .and_then(|p| p.parent())
             .map(std::path::Path::to_path_buf),
     };
-    let report = kds_exec::run(&source, &playbook, model, &options);
+    let mut interpreter = kds_exec::Interpreter::new(model, &options);
+    // A spinner naming the running statement, on a terminal only: long walks over a slow
+    // target then show what they are doing; pipes and files get clean output.
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    if let Some(bar) = &spinner {
+        let bar = bar.clone();
+        interpreter.set_progress(move |step| bar.set_message(step.to_string()));
+    }
+    let report = interpreter.run(&source, &playbook);
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
     let rendered = match args.format {
         Format::Text => render_text(&report.items),
         Format::Json => render_json(&report.items) + "\n",

@@ -62,6 +62,9 @@ pub fn run(
     Interpreter::new(model, options).run(source, playbook)
 }
 
+/// Receives `line N: <statement>` before each statement runs.
+type ProgressReport = Box<dyn FnMut(&str) + Send>;
+
 /// Runs playbooks one after another against one target, keeping bindings, parameters and the
 /// implicit process between runs: what a REPL needs.
 pub struct Interpreter {
@@ -79,6 +82,8 @@ pub struct Interpreter {
     overrides: HashMap<String, String>,
     /// Loaded rhai extensions and the playbooks being included (`use`).
     extensions: extensions::Extensions,
+    /// Told which statement is about to run (`line N: text`), for a progress display.
+    progress: Option<ProgressReport>,
 }
 
 impl Interpreter {
@@ -94,6 +99,7 @@ impl Interpreter {
             failed_expectations: 0,
             overrides: options.params.iter().cloned().collect(),
             extensions: extensions::Extensions::new(options.base_dir.clone()),
+            progress: None,
         }
     }
 
@@ -107,6 +113,12 @@ impl Interpreter {
             error,
             failed_expectations: self.failed_expectations,
         }
+    }
+
+    /// Call `report` with `line N: <statement>` before each statement runs (sections report
+    /// their inner statements): a CLI shows it as a spinner on long steps.
+    pub fn set_progress(&mut self, report: impl FnMut(&str) + Send + 'static) {
+        self.progress = Some(Box::new(report));
     }
 
     /// The implicit process's EPROCESS address, if one is set (for a `kd>`-style prompt).
@@ -139,6 +151,14 @@ impl Interpreter {
     }
 
     fn statement(&mut self, stmt: &Stmt) -> Result<(), ExecError> {
+        if self.progress.is_some() && !matches!(stmt.kind, StmtKind::Section { .. }) {
+            let line = self.line_of(&stmt.span);
+            let text = self.source.get(stmt.span.clone()).unwrap_or("");
+            let head: String = text.lines().next().unwrap_or("").chars().take(60).collect();
+            if let Some(report) = self.progress.as_mut() {
+                report(&format!("line {line}: {}", head.trim()));
+            }
+        }
         match &stmt.kind {
             StmtKind::Param(param) => {
                 let value = match self.overrides.get(&param.name.name) {

@@ -206,3 +206,28 @@ fn every_global_the_checker_accepts_is_defined_and_exit_codes_distinguish_outcom
     let bad = run_source("param limit: int = 5\nlimit", &model, &[("limit", "many")]);
     assert_eq!(bad.exit_code(), 2);
 }
+
+#[test]
+fn progress_names_each_statement_as_it_starts() {
+    let dir = scratch_dir("examples-progress");
+    let (_, table) = &x64_tables()[1];
+    let symbols = symbol_dir_with(table, &dir);
+    let (_, dump) = fixture_dump(table, 11, DumpKind::BitmapFull, &dir, "progress.dmp");
+    let model = model_for(&dump, &symbols);
+    let source = "let n = processes | count\nsection \"s\" {\n  threads | where state == \"Running\" | count\n}\n";
+    let playbook = kds_lang::parse(source).expect("parses");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut interpreter = kds_exec::Interpreter::new(model, &RunOptions::default());
+    let sink = Arc::clone(&seen);
+    interpreter.set_progress(move |step| sink.lock().expect("not poisoned").push(step.to_string()));
+    let report = interpreter.run(source, &playbook);
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert_eq!(
+        seen,
+        [
+            "line 1: let n = processes | count",
+            "line 3: threads | where state == \"Running\" | count"
+        ]
+    );
+}
