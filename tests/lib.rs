@@ -105,3 +105,21 @@ pub fn python_venv() -> PathBuf {
     });
     root.join(".venv")
 }
+
+/// The object model of a dump, with its table found along `symbols` (a symbol path).
+#[must_use]
+pub fn model_for(dump: &Path, symbols: &Path) -> std::sync::Arc<kds_runtime::model::ModelContext> {
+    use kds_runtime::target::{DumpTarget, Target};
+    let name = dump
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("dump")
+        .to_string();
+    let crash_dump = kds_crashdump::CrashDump::open(dump).expect("dump opens");
+    let target: std::sync::Arc<dyn Target> =
+        std::sync::Arc::new(DumpTarget::from_dump(crash_dump, name));
+    let sympath = kds_runtime::symbols::sympath::SymbolPath::parse(&symbols.display().to_string())
+        .expect("symbol path");
+    let session = kds_runtime::session::Session::open(target, sympath).expect("session");
+    kds_runtime::model::ModelContext::from_session(&session).expect("model")
+}

@@ -1,33 +1,13 @@
 //! The example playbooks, run end to end on fixture dumps of every build: the output is
 //! snapshotted (reviewed), and facts in it are checked against the fixture's truth.
 
-use kds_crashdump::CrashDump;
-use kds_e2e::{fixture_dump, repo_root, scratch_dir, symbol_dir_with, x64_tables};
+use kds_e2e::{fixture_dump, model_for, repo_root, scratch_dir, symbol_dir_with, x64_tables};
 use kds_exec::{render_text, run, OutputItem, RunOptions, RunReport};
 use kds_fixture::dumpfile::DumpKind;
 use kds_fixture::GroundTruth;
 use kds_runtime::model::{ModelContext, Value};
-use kds_runtime::session::Session;
-use kds_runtime::symbols::sympath::SymbolPath;
 use kds_runtime::symbols::SymbolTable;
-use kds_runtime::target::{DumpTarget, Target};
-use std::path::Path;
 use std::sync::Arc;
-
-fn model_for(dump: &Path, symbols: &Path) -> Arc<ModelContext> {
-    let file = dump
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("dump")
-        .to_string();
-    let target: Arc<dyn Target> = Arc::new(DumpTarget::from_dump(
-        CrashDump::open(dump).expect("dump opens"),
-        file,
-    ));
-    let sympath = SymbolPath::parse(&symbols.display().to_string()).expect("symbol path");
-    let session = Session::open(target, sympath).expect("session");
-    ModelContext::from_session(&session).expect("model")
-}
 
 fn run_source(source: &str, model: &Arc<ModelContext>, params: &[(&str, &str)]) -> RunReport {
     let playbook = kds_lang::parse(source).expect("playbook parses");
