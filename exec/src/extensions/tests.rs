@@ -5,122 +5,29 @@ use crate::{Interpreter, OutputItem, RunOptions, RunReport};
 use kds_runtime::mmu::X64;
 use kds_runtime::model::{Limits, ModelContext, Value};
 use kds_runtime::symbols::parse_isf;
-use kds_runtime::target::{
-    Arch, Capabilities, Consistency, ProcessorContext, ReadError, Target, TargetError,
-    TargetIdentity, TargetKind,
-};
-use std::collections::HashMap;
+use kds_runtime::target::Target;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const PML4_PFN: u64 = 1;
 const BASE: u64 = 0xFFFF_C10A_1234_0000;
 
-struct Phys {
-    pages: Mutex<HashMap<u64, Vec<u8>>>,
-    next_pfn: Mutex<u64>,
-    identity: TargetIdentity,
+/// The machine: physical memory in a map, x64 tables built on demand.
+type Phys = kds_runtime::target::MemoryTarget;
+
+/// Virtual writes as the tests spell them.
+trait Writes {
+    fn write(&self, va: u64, bytes: &[u8]);
+    fn write_u64(&self, va: u64, v: u64);
 }
 
-impl Phys {
-    fn new() -> Phys {
-        Phys {
-            pages: Mutex::new(HashMap::from([(PML4_PFN, vec![0; 4096])])),
-            next_pfn: Mutex::new(0x10),
-            identity: TargetIdentity {
-                kind: TargetKind::Snapshot {
-                    path: "test".into(),
-                    format: "memory".into(),
-                },
-                arch: Arch::X64,
-                os_build: None,
-                checked_build: false,
-                kernel_base: None,
-                ps_loaded_module_list: None,
-                ps_active_process_head: None,
-                kd_debugger_data_block: None,
-                pfn_database: None,
-                directory_table_base: PML4_PFN * 0x1000,
-                bugcheck: None,
-                processor_count: 1,
-                system_time: None,
-                system_up_time: None,
-                comment: None,
-                consistency: Consistency::Frozen,
-            },
-        }
-    }
-
-    fn entry(&self, table: u64, index: u64) -> u64 {
-        let pages = self.pages.lock().unwrap();
-        let at = (index * 8) as usize;
-        u64::from_le_bytes(pages[&table][at..at + 8].try_into().unwrap())
-    }
-
-    fn set_entry(&self, table: u64, index: u64, value: u64) {
-        let mut pages = self.pages.lock().unwrap();
-        let at = (index * 8) as usize;
-        pages.get_mut(&table).unwrap()[at..at + 8].copy_from_slice(&value.to_le_bytes());
-    }
-
-    /// The frame of `va`'s page, mapped to a fresh one if needed.
-    fn frame(&self, va: u64) -> u64 {
-        let mut table = PML4_PFN;
-        for shift in [39u32, 30, 21, 12] {
-            let index = (va >> shift) & 0x1FF;
-            let e = self.entry(table, index);
-            table = if e & 1 == 0 {
-                let pfn = {
-                    let mut n = self.next_pfn.lock().unwrap();
-                    *n += 1;
-                    *n
-                };
-                self.pages.lock().unwrap().insert(pfn, vec![0; 4096]);
-                self.set_entry(table, index, (pfn << 12) | 0x3);
-                pfn
-            } else {
-                (e >> 12) & 0xF_FFFF_FFFF
-            };
-        }
-        table
-    }
-
+impl Writes for Phys {
     fn write(&self, va: u64, bytes: &[u8]) {
-        for (i, b) in bytes.iter().enumerate() {
-            let at = va + i as u64;
-            let pfn = self.frame(at);
-            self.pages.lock().unwrap().get_mut(&pfn).unwrap()[(at & 0xFFF) as usize] = *b;
-        }
+        self.write_virtual(va, bytes);
     }
 
     fn write_u64(&self, va: u64, v: u64) {
-        self.write(va, &v.to_le_bytes());
-    }
-}
-
-impl Target for Phys {
-    fn identity(&self) -> &TargetIdentity {
-        &self.identity
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::FROZEN_CAPTURE
-    }
-    fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let pages = self.pages.lock().unwrap();
-        for (i, b) in buf.iter_mut().enumerate() {
-            let at = address + i as u64;
-            let page = pages
-                .get(&(at >> 12))
-                .ok_or(ReadError::PageNotCaptured { page: at & !0xFFF })?;
-            *b = page[(at & 0xFFF) as usize];
-        }
-        Ok(())
-    }
-    fn processor_context(&self, processor: u32) -> Result<ProcessorContext, TargetError> {
-        Err(TargetError::NoSuchProcessor {
-            processor,
-            count: 1,
-        })
+        self.write_virtual(va, &v.to_le_bytes());
     }
 }
 
@@ -152,7 +59,7 @@ const TABLE: &str = r#"{
 /// A list head at `BASE + 0x1000` (the symbol `ItemListHead`, kernel base `BASE`) linking
 /// three `_ITEM`s with values 10, 20, 30 and names "a", "b", "c".
 fn machine() -> Arc<ModelContext> {
-    let phys = Arc::new(Phys::new());
+    let phys = Arc::new(Phys::x64(PML4_PFN));
     let head = BASE + 0x1000;
     let items = [BASE + 0x2000, BASE + 0x2100, BASE + 0x2200];
     let links: Vec<u64> = items.iter().map(|i| i + 8).collect();

@@ -2,86 +2,8 @@
 
 use super::spec::bits;
 use super::{AddressSpace, TranslateError, VirtualReadError, X64};
-use crate::target::{
-    Arch, Capabilities, Consistency, ProcessorContext, ReadError, Target, TargetError,
-    TargetIdentity, TargetKind,
-};
-use std::collections::HashMap;
+use crate::target::{MemoryTarget, Target};
 use std::sync::Arc;
-
-/// Physical memory as a map of pages; pages absent from the map are "not captured".
-struct Phys {
-    pages: HashMap<u64, Vec<u8>>,
-    identity: TargetIdentity,
-}
-
-impl Phys {
-    fn new() -> Phys {
-        Phys {
-            pages: HashMap::new(),
-            identity: TargetIdentity {
-                kind: TargetKind::Snapshot {
-                    path: "test".into(),
-                    format: "memory".into(),
-                },
-                arch: Arch::X64,
-                os_build: None,
-                checked_build: false,
-                kernel_base: None,
-                ps_loaded_module_list: None,
-                ps_active_process_head: None,
-                kd_debugger_data_block: None,
-                pfn_database: None,
-                directory_table_base: 0x1000,
-                bugcheck: None,
-                processor_count: 1,
-                system_time: None,
-                system_up_time: None,
-                comment: None,
-                consistency: Consistency::Frozen,
-            },
-        }
-    }
-
-    fn page(&mut self, pfn: u64) -> &mut Vec<u8> {
-        self.pages.entry(pfn).or_insert_with(|| vec![0; 4096])
-    }
-
-    fn set_entry(&mut self, table_pfn: u64, index: u64, value: u64) {
-        let at = (index * 8) as usize;
-        self.page(table_pfn)[at..at + 8].copy_from_slice(&value.to_le_bytes());
-    }
-}
-
-impl Target for Phys {
-    fn identity(&self) -> &TargetIdentity {
-        &self.identity
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::FROZEN_CAPTURE
-    }
-    fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let mut done = 0;
-        while done < buf.len() {
-            let at = address + done as u64;
-            let page = self
-                .pages
-                .get(&(at >> 12))
-                .ok_or(ReadError::PageNotCaptured { page: at & !0xFFF })?;
-            let off = (at & 0xFFF) as usize;
-            let n = (4096 - off).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&page[off..off + n]);
-            done += n;
-        }
-        Ok(())
-    }
-    fn processor_context(&self, processor: u32) -> Result<ProcessorContext, TargetError> {
-        Err(TargetError::NoSuchProcessor {
-            processor,
-            count: 0,
-        })
-    }
-}
 
 const P: u64 = bits::PRESENT | bits::WRITE;
 
@@ -91,7 +13,7 @@ const P: u64 = bits::PRESENT | bits::WRITE;
 /// - 0xFFFF_C000_0000_0000 → 1 GiB page at 0x8000_0000,
 /// - a transition, a prototype, an empty PTE and a PT page missing from the capture.
 fn tables() -> Arc<dyn Target> {
-    let mut m = Phys::new();
+    let m = MemoryTarget::x64(1);
     // 4 KiB path: PML4[0] -> PDPT pfn 2 -> [0x1FF] PD pfn 3 -> [0x1F0] PT pfn 4.
     let user_va: u64 = 0x0000_7FFE_0000_0000;
     let idx = |va: u64, shift: u32| (va >> shift) & 0x1FF;
@@ -99,7 +21,7 @@ fn tables() -> Arc<dyn Target> {
     m.set_entry(2, idx(user_va, 30), 0x3000 | P | bits::USER);
     m.set_entry(3, idx(user_va, 21), 0x4000 | P | bits::USER);
     m.set_entry(4, idx(user_va, 12), 0x50000 | P | bits::USER);
-    m.page(0x50)[0x10..0x18].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+    m.write_physical(0x50010, &0x1122_3344_5566_7788u64.to_le_bytes());
     // Neighbouring PTEs: transition, prototype, empty.
     m.set_entry(
         4,

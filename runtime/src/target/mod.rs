@@ -7,12 +7,14 @@
 mod counting;
 mod dump;
 mod identity;
+mod memory;
 
 pub use counting::{CountingTarget, ReadStats};
 pub use dump::DumpTarget;
 pub use identity::{
     Arch, BugCheck, Capabilities, Consistency, FileTime, OsVersion, TargetIdentity, TargetKind,
 };
+pub use memory::MemoryTarget;
 
 use thiserror::Error;
 
