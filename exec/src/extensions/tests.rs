@@ -15,22 +15,6 @@ const BASE: u64 = 0xFFFF_C10A_1234_0000;
 /// The machine: physical memory in a map, x64 tables built on demand.
 type Phys = kds_runtime::target::MemoryTarget;
 
-/// Virtual writes as the tests spell them.
-trait Writes {
-    fn write(&self, va: u64, bytes: &[u8]);
-    fn write_u64(&self, va: u64, v: u64);
-}
-
-impl Writes for Phys {
-    fn write(&self, va: u64, bytes: &[u8]) {
-        self.write_virtual(va, bytes);
-    }
-
-    fn write_u64(&self, va: u64, v: u64) {
-        self.write_virtual(va, &v.to_le_bytes());
-    }
-}
-
 const TABLE: &str = r#"{
  "metadata": {},
  "base_types": {
@@ -64,19 +48,19 @@ fn machine() -> Arc<ModelContext> {
     let items = [BASE + 0x2000, BASE + 0x2100, BASE + 0x2200];
     let links: Vec<u64> = items.iter().map(|i| i + 8).collect();
     for (n, item) in items.iter().enumerate() {
-        phys.write(*item, &[0; 48]);
-        phys.write(*item, &(n as u32 + 1).to_le_bytes());
-        phys.write(item + 24, &(10 * (n as i32 + 1)).to_le_bytes());
-        phys.write(item + 28, &(n as i32).to_le_bytes());
-        phys.write(item + 32, &[b'a' + n as u8, 0]);
+        phys.write_virtual(*item, &[0; 48]);
+        phys.write_virtual(*item, &(n as u32 + 1).to_le_bytes());
+        phys.write_virtual(item + 24, &(10 * (n as i32 + 1)).to_le_bytes());
+        phys.write_virtual(item + 28, &(n as i32).to_le_bytes());
+        phys.write_virtual(item + 32, &[b'a' + n as u8, 0]);
         let flink = links.get(n + 1).copied().unwrap_or(head);
         let blink = if n == 0 { head } else { links[n - 1] };
-        phys.write_u64(links[n], flink);
-        phys.write_u64(links[n] + 8, blink);
-        phys.write_u64(item + 40, items.get(n + 1).copied().unwrap_or(0));
+        phys.write_virtual_u64(links[n], flink);
+        phys.write_virtual_u64(links[n] + 8, blink);
+        phys.write_virtual_u64(item + 40, items.get(n + 1).copied().unwrap_or(0));
     }
-    phys.write_u64(head, links[0]);
-    phys.write_u64(head + 8, links[2]);
+    phys.write_virtual_u64(head, links[0]);
+    phys.write_virtual_u64(head + 8, links[2]);
     let table = Arc::new(parse_isf(TABLE.as_bytes(), "test").expect("test table parses"));
     let target: Arc<dyn Target> = phys;
     ModelContext::with_limits(

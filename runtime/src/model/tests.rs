@@ -14,22 +14,6 @@ const BASE: u64 = 0xFFFF_C10A_1234_0000;
 /// The machine: physical memory in a map, x64 tables built on demand.
 type Phys = crate::target::MemoryTarget;
 
-/// Virtual writes as the tests spell them.
-trait Writes {
-    fn write(&self, va: u64, bytes: &[u8]);
-    fn write_u64(&self, va: u64, v: u64);
-}
-
-impl Writes for Phys {
-    fn write(&self, va: u64, bytes: &[u8]) {
-        self.write_virtual(va, bytes);
-    }
-
-    fn write_u64(&self, va: u64, v: u64) {
-        self.write_virtual(va, &v.to_le_bytes());
-    }
-}
-
 const TABLE: &str = r#"{
  "metadata": {},
  "base_types": {
@@ -92,22 +76,22 @@ fn machine() -> (Arc<Phys>, Arc<ModelContext>) {
 
 /// An `_ITEM` at `at` with its fields filled.
 fn write_item(m: &Phys, at: u64, value: i32, next: u64) {
-    m.write(at, &[0; 96]);
-    m.write(at + 24, &value.to_le_bytes());
-    m.write(at + 28, &(0b11u32 << 3 | 1).to_le_bytes()); // Flags = 3
-    m.write(at + 32, &0xEu32.to_le_bytes()); // Delta = -2 (4-bit signed)
-    m.write(at + 36, &2u32.to_le_bytes()); // Blue
-    m.write(at + 40, b"lsass\0\0\0");
+    m.write_virtual(at, &[0; 96]);
+    m.write_virtual(at + 24, &value.to_le_bytes());
+    m.write_virtual(at + 28, &(0b11u32 << 3 | 1).to_le_bytes()); // Flags = 3
+    m.write_virtual(at + 32, &0xEu32.to_le_bytes()); // Delta = -2 (4-bit signed)
+    m.write_virtual(at + 36, &2u32.to_le_bytes()); // Blue
+    m.write_virtual(at + 40, b"lsass\0\0\0");
     let text = at + 0x800;
     let units: Vec<u8> = "Hello".encode_utf16().flat_map(u16::to_le_bytes).collect();
-    m.write(text, &units);
-    m.write(at + 48, &10u16.to_le_bytes());
-    m.write(at + 50, &12u16.to_le_bytes());
-    m.write_u64(at + 56, text);
-    m.write_u64(at + 64, next);
-    m.write(at + 72, &[1, 0, 2, 0, 3, 0]);
-    m.write(at + 78, &[0, 1, 1, 0]);
-    m.write(at + 88, &(-5i64).to_le_bytes());
+    m.write_virtual(text, &units);
+    m.write_virtual(at + 48, &10u16.to_le_bytes());
+    m.write_virtual(at + 50, &12u16.to_le_bytes());
+    m.write_virtual_u64(at + 56, text);
+    m.write_virtual_u64(at + 64, next);
+    m.write_virtual(at + 72, &[1, 0, 2, 0, 3, 0]);
+    m.write_virtual(at + 78, &[0, 1, 1, 0]);
+    m.write_virtual(at + 88, &(-5i64).to_le_bytes());
 }
 
 // ---------------------------------------------------------------- values
@@ -357,8 +341,8 @@ fn list(m: &Phys, n: u64) -> Vec<u64> {
     for (i, l) in links.iter().enumerate() {
         let next = links[(i + 1) % links.len()];
         let prev = links[(i + links.len() - 1) % links.len()];
-        m.write_u64(*l, next);
-        m.write_u64(*l + 8, prev);
+        m.write_virtual_u64(*l, next);
+        m.write_virtual_u64(*l + 8, prev);
     }
     items
 }
@@ -374,8 +358,8 @@ fn lists_walk_to_the_head() {
     let got: Vec<u64> = rows.rows.iter().map(Object::address).collect();
     assert_eq!(got, items);
     // Empty list.
-    m.write_u64(BASE + 0x10000, BASE + 0x10000);
-    m.write_u64(BASE + 0x10008, BASE + 0x10000);
+    m.write_virtual_u64(BASE + 0x10000, BASE + 0x10000);
+    m.write_virtual_u64(BASE + 0x10008, BASE + 0x10000);
     let rows = model
         .walk_list(
             Arc::clone(model.kernel_space()),
@@ -398,7 +382,7 @@ fn cycles_stop_with_a_warning() {
     let (m, model) = machine();
     let items = list(&m, 4);
     // The last item's Flink goes back to the second.
-    m.write_u64(items[3] + 8, items[1] + 8);
+    m.write_virtual_u64(items[3] + 8, items[1] + 8);
     let rows = walk(&model);
     assert_eq!(rows.rows.len(), 4);
     assert_eq!(rows.warnings.len(), 1);
@@ -419,9 +403,9 @@ fn torn_links_stop_with_the_entries_before() {
     let items = list(&m, 4);
     // Item 1's Flink points at a LIST_ENTRY whose Blink is not item 1.
     let stray = BASE + 0x5000;
-    m.write_u64(stray, BASE);
-    m.write_u64(stray + 8, 0x1234);
-    m.write_u64(items[1] + 8, stray);
+    m.write_virtual_u64(stray, BASE);
+    m.write_virtual_u64(stray + 8, 0x1234);
+    m.write_virtual_u64(items[1] + 8, stray);
     let rows = walk(&model);
     assert_eq!(rows.rows.len(), 2);
     assert_eq!(
@@ -435,7 +419,7 @@ fn torn_links_stop_with_the_entries_before() {
     let text = rows.warnings[0].to_string();
     assert!(text.contains("ffffc10a`12341108"), "{text}");
     // An unreadable Flink.
-    m.write_u64(items[1] + 8, BASE + 0x20_0000);
+    m.write_virtual_u64(items[1] + 8, BASE + 0x20_0000);
     let rows = walk(&model);
     assert_eq!(rows.rows.len(), 2);
     assert!(matches!(
@@ -444,7 +428,7 @@ fn torn_links_stop_with_the_entries_before() {
             if entry == BASE + 0x20_0000 && linked_from == items[1] + 8
     ));
     // A null Flink.
-    m.write_u64(items[1] + 8, 0);
+    m.write_virtual_u64(items[1] + 8, 0);
     let rows = walk(&model);
     assert_eq!(rows.rows.len(), 2);
     assert_eq!(

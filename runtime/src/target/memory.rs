@@ -155,6 +155,13 @@ impl MemoryTarget {
     }
 }
 
+impl MemoryTarget {
+    /// Write a little-endian u64 at a virtual address, mapping pages as needed.
+    pub fn write_virtual_u64(&self, va: u64, value: u64) {
+        self.write_virtual(va, &value.to_le_bytes());
+    }
+}
+
 impl Target for MemoryTarget {
     fn identity(&self) -> &TargetIdentity {
         &self.identity
