@@ -308,22 +308,29 @@ impl Checker {
         self.diags.append(&mut arg_diags);
     }
 
+    /// Report `name` if a later `let` defines it; true when reported.
+    fn used_before_its_let(&mut self, name: &str, span: &Span) -> bool {
+        let Some(def) = self.later_lets.get(name).cloned() else {
+            return false;
+        };
+        self.diags.push(
+            Diagnostic::error(
+                Code::UseBeforeDefinition,
+                format!("`{name}` is used before its `let`"),
+                span.clone(),
+                "used here",
+            )
+            .with_label(def, "defined later here")
+            .with_help(format!("move `let {name} = ...` above this statement")),
+        );
+        true
+    }
+
     fn unknown_variable(&mut self, name: &str, span: &Span) {
         if self.bound(name) {
             return;
         }
-        if let Some(def) = self.later_lets.get(name) {
-            let def = def.clone();
-            self.diags.push(
-                Diagnostic::error(
-                    Code::UseBeforeDefinition,
-                    format!("`{name}` is used before its `let`"),
-                    span.clone(),
-                    "used here",
-                )
-                .with_label(def, "defined later here")
-                .with_help(format!("move `let {name} = ...` above this statement")),
-            );
+        if self.used_before_its_let(name, span) {
             return;
         }
         if self.used_files {
@@ -361,18 +368,7 @@ impl Checker {
         if self.bound(name) || COLLECTIONS.contains(&name) || GLOBALS.contains(&name) {
             return;
         }
-        if let Some(def) = self.later_lets.get(name) {
-            let def = def.clone();
-            self.diags.push(
-                Diagnostic::error(
-                    Code::UseBeforeDefinition,
-                    format!("`{name}` is used before its `let`"),
-                    span.clone(),
-                    "used here",
-                )
-                .with_label(def, "defined later here")
-                .with_help(format!("move `let {name} = ...` above this statement")),
-            );
+        if self.used_before_its_let(name, span) {
             return;
         }
         if self.used_files {
