@@ -1,34 +1,140 @@
-//! WinDbg commands. This version runs `!process` (flags 0: the one-block-per-process form)
-//! and `.process`; the rest of the command set arrives with the standard library issue.
+//! WinDbg commands: arguments are evaluated here, the work and the rendering are the standard
+//! library's ([`kds_stdlib`]); extensions' commands come last.
 
 use crate::error::ExecError;
 use crate::Interpreter;
-use kds_lang::ast::{Command, CommandArgKind, Span};
+use kds_lang::ast::{Command, CommandArg, CommandArgKind, Span};
 use kds_runtime::model::{Object, Value};
-use kds_stdlib::format::pointer;
-use std::fmt::Write as _;
+use kds_stdlib::process::{process_command, ProcessSelector};
+use kds_stdlib::stack::StackStyle;
+use kds_stdlib::{switch, thread, CommandError, Rendered};
+
+/// What a command produced: its text and, for standard commands, its structured result.
+pub(crate) struct CommandOutput {
+    pub text: String,
+    pub data: Option<serde_json::Value>,
+}
+
+impl From<Rendered> for CommandOutput {
+    fn from(r: Rendered) -> CommandOutput {
+        CommandOutput {
+            text: r.text,
+            data: Some(r.data),
+        }
+    }
+}
+
+/// A standard library error at the command's span.
+pub(crate) fn command_error(error: CommandError, span: &Span) -> ExecError {
+    match error {
+        CommandError::Model(e) => ExecError::from_model(&e, span),
+        CommandError::Usage(m) => ExecError::script(m, span),
+        CommandError::NotFound(m) => ExecError::target(m, span),
+    }
+}
+
+/// The command's arguments split into options (`/p`) and positional arguments.
+struct Args<'a> {
+    flags: Vec<&'a str>,
+    positional: Vec<&'a CommandArg>,
+}
+
+impl<'a> Args<'a> {
+    fn of(command: &'a Command) -> Args<'a> {
+        let mut flags = Vec::new();
+        let mut positional = Vec::new();
+        for arg in &command.args {
+            match &arg.kind {
+                CommandArgKind::Flag(f) => flags.push(f.as_str()),
+                _ => positional.push(arg),
+            }
+        }
+        Args { flags, positional }
+    }
+
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+    }
+}
 
 impl Interpreter {
-    pub(crate) fn command(&mut self, command: &Command, span: &Span) -> Result<String, ExecError> {
-        match command.name.name.as_str() {
-            "!process" => self.process_command(command, span),
-            ".process" => self.dot_process(command, span),
+    pub(crate) fn command(
+        &mut self,
+        command: &Command,
+        span: &Span,
+    ) -> Result<CommandOutput, ExecError> {
+        let name = command.name.name.as_str();
+        let args = Args::of(command);
+        let result: Result<Rendered, ExecError> = match name {
+            "!process" => self.process_cmd(&args, span),
+            ".process" => {
+                let process = self.object_arg(args.positional.first().copied(), "_EPROCESS")?;
+                let r = switch::dot_process(&mut self.debugger, process, args.has("r"));
+                self.std(r, span)
+            }
+            ".thread" => {
+                let thread = self.object_arg(args.positional.first().copied(), "_ETHREAD")?;
+                let r =
+                    switch::dot_thread(&mut self.debugger, thread, args.has("p"), args.has("r"));
+                self.std(r, span)
+            }
+            "!thread" => {
+                let address = match args.positional.first() {
+                    Some(a) => Some(self.address_arg(a)?),
+                    None => None,
+                };
+                let r = thread::thread_command(&mut self.debugger, address);
+                self.std(r, span)
+            }
+            "k" | "kb" | "kn" | "kbn" | "kp" | "kv" | "kpn" | "kvn" | "kc" | "kd" | "kf" => {
+                let style = match name {
+                    "kb" | "kp" | "kv" => StackStyle::WithArgs,
+                    "kn" => StackStyle::Numbered,
+                    "kbn" | "kpn" | "kvn" => StackStyle::NumberedWithArgs,
+                    _ => StackStyle::Plain,
+                };
+                let count = match args.positional.first() {
+                    Some(a) => Some(self.address_arg(a)?),
+                    None => None,
+                };
+                let r = kds_stdlib::stack::stack_command(&mut self.debugger, style, count);
+                self.std(r, span)
+            }
             other if self.has_extension_command(other) => {
-                let mut args = Vec::with_capacity(command.args.len());
+                let mut values = Vec::with_capacity(command.args.len());
                 for arg in &command.args {
-                    args.push(self.argument_value(&arg.kind, &arg.span)?);
+                    values.push(self.argument_value(&arg.kind, &arg.span)?);
                 }
-                self.extension_command(other, &args, span)
+                return Ok(CommandOutput {
+                    text: self.extension_command(other, &values, span)?,
+                    data: None,
+                });
             }
             other => Err(ExecError::script(
-                format!("`{other}` is not implemented in this version of kds (available: !process, .process, and commands extensions register)"),
+                format!("`{other}` is not implemented in this version of kds"),
                 &command.name.span,
             )),
-        }
+        };
+        result.map(CommandOutput::from)
+    }
+
+    /// A standard library result rendered, or its error at `span`.
+    fn std<R: kds_stdlib::Report>(
+        &mut self,
+        result: Result<R, CommandError>,
+        span: &Span,
+    ) -> Result<Rendered, ExecError> {
+        result
+            .map(|r| Rendered::of(&r))
+            .map_err(|e| command_error(e, span))
     }
 
     /// A command argument's value: numbers as written (hex by default), expressions evaluated.
-    fn argument_value(&mut self, kind: &CommandArgKind, span: &Span) -> Result<Value, ExecError> {
+    pub(crate) fn argument_value(
+        &mut self,
+        kind: &CommandArgKind,
+        span: &Span,
+    ) -> Result<Value, ExecError> {
         match kind {
             CommandArgKind::Number(n) => Ok(Value::Int(i128::from(*n))),
             CommandArgKind::Expr(e) => self.eval(e, None),
@@ -48,191 +154,115 @@ impl Interpreter {
         }
     }
 
-    /// `!process [0|<address>|<cid>] [flags] [image]`.
-    fn process_command(&mut self, command: &Command, span: &Span) -> Result<String, ExecError> {
-        let mut selector: Option<(Value, Span)> = None;
-        let mut flags: Option<(u64, Span)> = None;
-        let mut image: Option<String> = None;
-        for arg in &command.args {
-            let value = self.argument_value(&arg.kind, &arg.span)?;
-            if selector.is_none() && !matches!(value, Value::Str(_)) {
-                selector = Some((value, arg.span.clone()));
-            } else if flags.is_none() && !matches!(value, Value::Str(_)) {
-                let f = value
-                    .as_u64()
-                    .ok_or_else(|| ExecError::script("`!process` flags are a number", &arg.span))?;
-                flags = Some((f, arg.span.clone()));
-            } else if let Value::Str(s) = value {
-                image = Some(s);
-            } else {
-                return Err(ExecError::script(
-                    "`!process` takes a process, flags and an image name",
+    /// An argument that names an address: a number, a pointer, an object (its address) or
+    /// `module!symbol`.
+    pub(crate) fn address_arg(&mut self, arg: &CommandArg) -> Result<u64, ExecError> {
+        if let CommandArgKind::Qualified { module, name } = &arg.kind {
+            return self.resolve_symbol(module, name, &arg.span);
+        }
+        let value = self.argument_value(&arg.kind, &arg.span)?;
+        match &value {
+            Value::Object(o) => Ok(o.address()),
+            other => other.as_u64().ok_or_else(|| {
+                ExecError::script(
+                    format!("expected an address, found a {}", other.kind()),
                     &arg.span,
-                ));
-            }
+                )
+            }),
         }
-        if let Some((f, fspan)) = &flags {
-            if *f != 0 {
-                return Err(ExecError::script(
-                    format!(
-                        "`!process` flags {f:#x}: only flags 0 are implemented in this version"
-                    ),
-                    fspan,
-                ));
-            }
-        }
-        let processes = match self.collection("processes", span)? {
-            Value::List(p) => p,
-            _ => Vec::new(),
-        };
-        let selected: Vec<Object> = match selector.as_ref().map(|(v, s)| (v.clone(), s.clone())) {
-            None => processes
-                .iter()
-                .filter_map(|p| p.as_object().cloned())
-                .collect(),
-            Some((Value::Int(0), _)) => processes
-                .iter()
-                .filter_map(|p| p.as_object().cloned())
-                .collect(),
-            Some((Value::Object(o), _)) => vec![o],
-            Some((v, vspan)) => {
-                let n = v.as_u64().ok_or_else(|| {
-                    ExecError::script(
-                        format!("`!process` cannot select by a {}", v.kind()),
-                        &vspan,
-                    )
-                })?;
-                processes
-                    .iter()
-                    .filter_map(|p| p.as_object().cloned())
-                    .filter(|p| {
-                        p.address() == n || p.field("pid").ok().and_then(|v| v.as_u64()) == Some(n)
-                    })
-                    .collect()
-            }
-        };
-        let mut out = String::new();
-        let all = selector
-            .as_ref()
-            .is_none_or(|(v, _)| matches!(v, Value::Int(0)));
-        if all {
-            out.push_str("**** NT ACTIVE PROCESS DUMP ****\n");
-        }
-        for p in selected {
-            let name = p
-                .field("name")
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            if let Some(want) = &image {
-                if !name.eq_ignore_ascii_case(want) {
-                    continue;
-                }
-            }
-            self.process_block(&mut out, &p, &name, span)?;
-        }
-        Ok(out)
     }
 
-    fn process_block(
-        &self,
-        out: &mut String,
-        p: &Object,
+    /// `module!symbol` through the loaded modules' symbols.
+    pub(crate) fn resolve_symbol(
+        &mut self,
+        module: &str,
         name: &str,
         span: &Span,
-    ) -> Result<(), ExecError> {
-        let ps = self.model.pointer_size();
-        let get = |field: &str| p.field(field).map_err(|e| ExecError::from_model(&e, span));
-        let number = |v: &Value| v.as_u64().unwrap_or(0);
-        let session = match get("session")? {
-            Value::Null => "none".to_string(),
-            v => v.to_string(),
-        };
-        let handles = match get("handles")? {
-            Value::Null => "<Data Not Accessible>".to_string(),
-            v => format!("{v}."),
-        };
-        let object_table = p
-            .raw_field("ObjectTable")
-            .ok()
-            .and_then(|v| v.as_u64())
-            .map_or_else(|| "?".into(), |a| pointer(a, ps));
-        let _ = writeln!(out, "PROCESS {}", pointer(p.address(), ps));
-        let _ = writeln!(
-            out,
-            "    SessionId: {session}  Cid: {:04x}    Peb: {:08x}  ParentCid: {:04x}",
-            number(&get("pid")?),
-            number(&get("peb")?),
-            number(&get("ppid")?)
-        );
-        let _ = writeln!(
-            out,
-            "    DirBase: {:08x}  ObjectTable: {object_table}  HandleCount: {handles}",
-            number(&get("dtb")?)
-        );
-        let _ = writeln!(out, "    Image: {name}");
-        out.push('\n');
-        Ok(())
+    ) -> Result<u64, ExecError> {
+        let modules = self
+            .debugger
+            .modules()
+            .map_err(|e| command_error(e, span))?;
+        modules.resolve(module, name).ok_or_else(|| {
+            ExecError::script(format!("`{module}!{name}` is not a known symbol"), span)
+        })
     }
 
-    /// `.process [/p] [/r] [<process>]`: set or show the implicit process.
-    fn dot_process(&mut self, command: &Command, span: &Span) -> Result<String, ExecError> {
-        let mut target = None;
-        let mut reload = false;
-        for arg in &command.args {
-            match &arg.kind {
-                CommandArgKind::Flag(f) => match f.as_str() {
-                    "p" | "i" => {}
-                    "r" => reload = true,
-                    other => {
-                        return Err(ExecError::script(
-                            format!("`.process` has no flag /{other}"),
+    /// An optional argument that is an object of `type_name`: an object value as it is, an
+    /// address viewed as that type.
+    fn object_arg(
+        &mut self,
+        arg: Option<&CommandArg>,
+        type_name: &str,
+    ) -> Result<Option<Object>, ExecError> {
+        let Some(arg) = arg else {
+            return Ok(None);
+        };
+        if let CommandArgKind::Expr(e) = &arg.kind {
+            if let Value::Object(o) = self.eval(e, None)? {
+                return Ok(Some(o));
+            }
+        }
+        let address = self.address_arg(arg)?;
+        let object = match type_name {
+            "_EPROCESS" => self.model.process(address),
+            "_ETHREAD" => self.model.thread(address),
+            other => self.model.object(other, address),
+        };
+        object
+            .map(Some)
+            .map_err(|e| ExecError::from_model(&e, &arg.span))
+    }
+
+    /// `!process [0|<address>|<cid>] [flags] [image]`.
+    fn process_cmd(&mut self, args: &Args<'_>, span: &Span) -> Result<Rendered, ExecError> {
+        let mut selector = None;
+        let mut flags = None;
+        let mut image = None;
+        for arg in &args.positional {
+            let value = match &arg.kind {
+                CommandArgKind::Word(w) => Value::Str(w.clone()),
+                kind => self.argument_value(kind, &arg.span)?,
+            };
+            match value {
+                Value::Str(s) => image = Some(s),
+                Value::Object(o) if selector.is_none() => {
+                    selector = Some(ProcessSelector::Object(o));
+                }
+                v if selector.is_none() => {
+                    let n = v.as_u64().ok_or_else(|| {
+                        ExecError::script(
+                            format!("`!process` cannot select by a {}", v.kind()),
                             &arg.span,
-                        ))
-                    }
-                },
-                kind => {
-                    let v = self.argument_value(kind, &arg.span)?;
-                    target = Some((v, arg.span.clone()));
+                        )
+                    })?;
+                    selector = Some(if n == 0 {
+                        ProcessSelector::All
+                    } else {
+                        ProcessSelector::AddressOrCid(n)
+                    });
+                }
+                v if flags.is_none() => {
+                    flags = Some(v.as_u64().ok_or_else(|| {
+                        ExecError::script("`!process` flags are a number", &arg.span)
+                    })?);
+                }
+                _ => {
+                    return Err(ExecError::script(
+                        "`!process` takes a process, flags and an image name",
+                        &arg.span,
+                    ))
                 }
             }
         }
-        let ps = self.model.pointer_size();
-        let Some((value, vspan)) = target else {
-            let current = self.implicit_process(span)?;
-            return Ok(format!(
-                "Implicit process is now {}\n",
-                pointer(current.address(), ps)
-            ));
-        };
-        let process = match value {
-            Value::Object(o) => o,
-            other => {
-                let address = other.as_u64().ok_or_else(|| {
-                    ExecError::script(
-                        format!("`.process` needs a process, not a {}", other.kind()),
-                        &vspan,
-                    )
-                })?;
-                self.model
-                    .process(address)
-                    .map_err(|e| ExecError::from_model(&e, &vspan))?
-            }
-        };
-        if process.type_name() != "_EPROCESS" {
-            return Err(ExecError::script(
-                format!("`.process` needs a process, not a {}", process.type_name()),
-                &vspan,
-            ));
-        }
-        let mut out = format!(
-            "Implicit process is now {}\n",
-            pointer(process.address(), ps)
-        );
-        if reload {
-            out.push_str("Loading User Symbols\n");
-        }
-        self.current_process = Some(process);
-        Ok(out)
+        // `!process 0 0 name` and a bare `!process` without a selector but with an image name
+        // search all processes.
+        let selector = selector.unwrap_or(if image.is_some() {
+            ProcessSelector::All
+        } else {
+            ProcessSelector::Current
+        });
+        let r = process_command(&mut self.debugger, selector, flags, image.as_deref());
+        self.std(r, span)
     }
 }

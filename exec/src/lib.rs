@@ -14,8 +14,10 @@ pub mod output;
 pub use error::ExecError;
 pub use output::{render_json, render_jsonl, render_text, OutputItem, SeverityName};
 
+use commands::command_error;
 use kds_lang::ast::{ExprKind, ParamType, Playbook, Severity, Span, Stmt, StmtKind};
 use kds_runtime::model::{ModelContext, Object, Pointer, Value};
+use kds_stdlib::Debugger;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -75,8 +77,8 @@ pub struct Interpreter {
     bindings: HashMap<String, Value>,
     /// Collections walked once (the target is frozen).
     collections: HashMap<&'static str, Vec<Value>>,
-    /// The implicit process (`.process`), when one was set or derived.
-    current_process: Option<Object>,
+    /// Debugger state the commands share: implicit process and thread, module lists.
+    debugger: Debugger,
     items: Vec<OutputItem>,
     failed_expectations: usize,
     overrides: HashMap<String, String>,
@@ -91,10 +93,10 @@ impl Interpreter {
     pub fn new(model: Arc<ModelContext>, options: &RunOptions) -> Interpreter {
         Interpreter {
             source: String::new(),
+            debugger: Debugger::new(Arc::clone(&model)),
             model,
             bindings: HashMap::new(),
             collections: HashMap::new(),
-            current_process: None,
             items: Vec::new(),
             failed_expectations: 0,
             overrides: options.params.iter().cloned().collect(),
@@ -124,7 +126,7 @@ impl Interpreter {
     /// The implicit process's EPROCESS address, if one is set (for a `kd>`-style prompt).
     #[must_use]
     pub fn current_process_address(&self) -> Option<u64> {
-        self.current_process.as_ref().map(Object::address)
+        self.debugger.current_process_address()
     }
 
     /// The names bound so far (parameters and `let`s), sorted.
@@ -199,7 +201,9 @@ impl Interpreter {
                 self.bindings.insert(name.name.clone(), v);
             }
             StmtKind::Command(command) => {
-                let text = self.command(command, &stmt.span)?;
+                let rendered = self.command(command, &stmt.span);
+                self.flush_debugger_warnings();
+                let rendered = rendered?;
                 let written = self
                     .source
                     .get(stmt.span.clone())
@@ -208,7 +212,8 @@ impl Interpreter {
                     .to_string();
                 self.items.push(OutputItem::Command {
                     command: written,
-                    text,
+                    text: rendered.text,
+                    data: rendered.data,
                 });
             }
             StmtKind::Expr(expr) => {
@@ -346,6 +351,17 @@ impl Interpreter {
         if let Some(rows) = self.collections.get(key) {
             return Ok(Value::List(rows.clone()));
         }
+        if key == "processes" {
+            let processes = self.debugger.processes();
+            self.flush_debugger_warnings();
+            let rows: Vec<Value> = processes
+                .map_err(|e| command_error(e, span))?
+                .into_iter()
+                .map(Value::Object)
+                .collect();
+            self.collections.insert(key, rows.clone());
+            return Ok(Value::List(rows));
+        }
         let walked = match key {
             "processes" => self.model.processes(),
             "threads" => self.model.threads(),
@@ -407,27 +423,16 @@ impl Interpreter {
     /// The implicit process: as set by `.process`, else the one whose page tables the dump
     /// header names (the process running on the crashing processor).
     pub(crate) fn implicit_process(&mut self, span: &Span) -> Result<Object, ExecError> {
-        if let Some(p) = &self.current_process {
-            return Ok(p.clone());
+        let p = self.debugger.implicit_process();
+        self.flush_debugger_warnings();
+        p.map_err(|e| command_error(e, span))
+    }
+
+    /// Report what the debugger state met (torn lists) as warnings, in order.
+    pub(crate) fn flush_debugger_warnings(&mut self) {
+        for message in self.debugger.take_warnings() {
+            self.items.push(OutputItem::Warning { message });
         }
-        let dtb = self.model.kernel_space().dtb();
-        let Value::List(processes) = self.collection("processes", span)? else {
-            return Err(ExecError::target("no process list", span));
-        };
-        let found = processes.into_iter().find_map(|p| match &p {
-            Value::Object(o) if o.field("dtb").ok().and_then(|d| d.as_u64()) == Some(dtb) => {
-                Some(o.clone())
-            }
-            _ => None,
-        });
-        let process = found.ok_or_else(|| {
-            ExecError::target(
-                format!("no process has the dump's DirectoryTableBase {dtb:#x}"),
-                span,
-            )
-        })?;
-        self.current_process = Some(process.clone());
-        Ok(process)
     }
 
     fn register(&mut self, name: &str, span: &Span) -> Result<Value, ExecError> {
@@ -495,8 +500,7 @@ impl Interpreter {
                 let address = v
                     .as_u64()
                     .ok_or_else(|| ExecError::script(format!("`poi` of a {}", v.kind()), span))?;
-                let process = self.current_process.clone();
-                let space = match &process {
+                let space = match self.debugger.current_process() {
                     Some(p) => Arc::clone(p.space()),
                     None => Arc::clone(self.model.kernel_space()),
                 };

@@ -14,6 +14,9 @@ pub enum OutputItem {
     Command {
         command: String,
         text: String,
+        /// The command's structured result (`--format json`), when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<serde_json::Value>,
     },
     /// A table of rows (`show table`, or a list of rows shown by default).
     Table {
@@ -88,7 +91,7 @@ pub fn render_text(items: &[OutputItem]) -> String {
 
 fn render_item(out: &mut String, item: &OutputItem) {
     match item {
-        OutputItem::Command { command, text } => {
+        OutputItem::Command { command, text, .. } => {
             let _ = writeln!(out, "kd> {command}");
             out.push_str(text);
             if !text.ends_with('\n') && !text.is_empty() {

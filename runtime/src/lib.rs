@@ -7,11 +7,13 @@
 //! - [`pe`]: just enough of the PE format, read from target memory, to identify images.
 //! - [`kernel`]: finding and identifying the kernel of a target.
 //! - [`model`]: values and typed views over target memory; processes, threads, modules.
+//! - [`symbolize`]: addresses to `module!symbol+0xoff` over kernel and user modules.
 
 pub mod kernel;
 pub mod mmu;
 pub mod model;
 pub mod pe;
 pub mod session;
+pub mod symbolize;
 pub mod symbols;
 pub mod target;

@@ -45,6 +45,7 @@ const PE32_PLUS_MAGIC: u16 = 0x20b;
 /// Fixed part of the optional header before the data directories.
 const PE32_FIXED: u16 = 96;
 const PE32_PLUS_FIXED: u16 = 112;
+const DIRECTORY_EXPORT: usize = 0;
 const DIRECTORY_EXCEPTION: usize = 3;
 const DIRECTORY_DEBUG: usize = 6;
 const MAX_DIRECTORIES: u32 = 16;
@@ -210,6 +211,8 @@ pub struct PeImage {
     pub sections: Vec<Section>,
     /// Debug data directory `(rva, size)`, if present and non-empty.
     pub debug_directory: Option<(u32, u32)>,
+    /// Export data directory `(rva, size)`, if present and non-empty.
+    pub export_directory: Option<(u32, u32)>,
     /// Exception data directory (`.pdata`) `(rva, size)`, if present and non-empty.
     pub exception_directory: Option<(u32, u32)>,
     /// The RSDS record, when the image has one (filled by [`parse_image`] only).
@@ -362,6 +365,7 @@ pub fn parse_headers<M: ImageMemory + ?Sized>(mem: &M) -> Result<PeImage, PeErro
         let (rva, size) = (le32(&optional, at), le32(&optional, at + 4));
         (rva != 0 && size != 0).then_some((rva, size))
     };
+    let export_directory = directory(DIRECTORY_EXPORT);
     let exception_directory = directory(DIRECTORY_EXCEPTION);
     let debug_directory = directory(DIRECTORY_DEBUG);
 
@@ -389,6 +393,7 @@ pub fn parse_headers<M: ImageMemory + ?Sized>(mem: &M) -> Result<PeImage, PeErro
         image_base,
         sections,
         debug_directory,
+        export_directory,
         exception_directory,
         codeview: None,
         nb10: None,

@@ -13,6 +13,34 @@ pub fn pointer(value: u64, pointer_size: u64) -> String {
     }
 }
 
+/// A pointer as `!process` and `!thread` print it: all digits, no backtick
+/// (`ffffe0009a25b840`); 8 digits on 32-bit targets.
+#[must_use]
+pub fn plain_pointer(value: u64, pointer_size: u64) -> String {
+    if pointer_size == 4 {
+        format!("{:08x}", value as u32)
+    } else {
+        format!("{value:016x}")
+    }
+}
+
+/// Milliseconds as `hh:mm:ss.mmm` (thread and process times).
+#[must_use]
+pub fn hms_ms(ms: u64) -> String {
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    format!("{h:02}:{m:02}:{:02}.{:03}", rest / 1000, rest % 1000)
+}
+
+/// Milliseconds as `d:hh:mm:ss.mmm` (a wait's elapsed time after `Ticks:`).
+#[must_use]
+pub fn elapsed_ms(ms: u64) -> String {
+    let (d, rest) = (ms / 86_400_000, ms % 86_400_000);
+    let (h, rest) = (rest / 3_600_000, rest % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    format!("{d}:{h:02}:{m:02}:{:02}.{:03}", rest / 1000, rest % 1000)
+}
+
 /// `0x` + [`pointer`], as in `Kernel base = 0xfffff805`5a000000`.
 #[must_use]
 pub fn pointer_0x(value: u64, pointer_size: u64) -> String {
@@ -53,6 +81,19 @@ mod tests {
         assert_eq!(pointer(0x1aa000, 8), "00000000`001aa000");
         assert_eq!(pointer(0x884aed90, 4), "884aed90");
         assert_eq!(pointer_0x(0xfffff805_5a000000, 8), "0xfffff805`5a000000");
+    }
+
+    #[test]
+    fn durations_read_like_windbg() {
+        assert_eq!(plain_pointer(0xffffe000_9a25b840, 8), "ffffe0009a25b840");
+        assert_eq!(plain_pointer(0x7ffdf000, 4), "7ffdf000");
+        assert_eq!(hms_ms(26_171), "00:00:26.171");
+        assert_eq!(hms_ms(((5 * 60 + 6) * 60 + 4) * 1000 + 426), "05:06:04.426");
+        assert_eq!(elapsed_ms(88_718), "0:00:01:28.718");
+        assert_eq!(
+            elapsed_ms((((2 * 24 + 5) * 60 + 4) * 60 + 29) * 1000 + 578),
+            "2:05:04:29.578"
+        );
     }
 
     #[test]

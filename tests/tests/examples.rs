@@ -40,7 +40,9 @@ fn table_after<'a>(
 fn check_hang_triage(report: &RunReport, truth: &GroundTruth, table: &SymbolTable) {
     // Every process appears in !process 0 0.
     let processes = report.items.iter().find_map(|i| match i {
-        OutputItem::Command { command, text } if command == "!process 0 0" => Some(text.clone()),
+        OutputItem::Command { command, text, .. } if command == "!process 0 0" => {
+            Some(text.clone())
+        }
         _ => None,
     });
     let text = processes.expect("!process 0 0 ran");

@@ -206,7 +206,7 @@ impl Interpreter {
             .extensions
             .host
             .get_or_insert_with(|| Host::new(model, limits));
-        host.set_process(self.current_process.clone());
+        host.set_process(self.debugger.process_if_set());
         let loaded = host
             .load(written, &canonical, &source)
             .map(|script| script.functions.clone());
@@ -339,7 +339,7 @@ impl Interpreter {
                 )));
             }
         };
-        host.set_process(self.current_process.clone());
+        host.set_process(self.debugger.process_if_set());
         let result = host.call_function(index, name, args);
         self.show_printed();
         Some(result.map_err(|f| exec_error(f, span)))
@@ -366,7 +366,7 @@ impl Interpreter {
                 span,
             ));
         };
-        host.set_process(self.current_process.clone());
+        host.set_process(self.debugger.process_if_set());
         let result = host.call_command(name, args);
         let mut text = self.flush_extension_output();
         match result.map_err(|f| exec_error(f, span))? {

@@ -465,7 +465,7 @@ register_command("count_items", |args| walk_list(symbol("ItemListHead"), "_ITEM"
         .items
         .iter()
         .filter_map(|i| match i {
-            OutputItem::Command { command, text } => Some((command.clone(), text.clone())),
+            OutputItem::Command { command, text, .. } => Some((command.clone(), text.clone())),
             _ => None,
         })
         .collect();
