@@ -5,9 +5,12 @@ use crate::error::ExecError;
 use crate::Interpreter;
 use kds_lang::ast::{Command, CommandArg, CommandArgKind, Span};
 use kds_runtime::model::{Object, Value};
+use kds_stdlib::memory::DumpFormat;
 use kds_stdlib::process::{process_command, ProcessSelector};
 use kds_stdlib::stack::StackStyle;
-use kds_stdlib::{switch, thread, CommandError, Rendered};
+use kds_stdlib::{
+    bugcheck, dt, lm, memory, peb, pte, switch, symbols, thread, xsym, CommandError, Rendered,
+};
 
 /// What a command produced: its text and, for standard commands, its structured result.
 pub(crate) struct CommandOutput {
@@ -30,6 +33,7 @@ pub(crate) fn command_error(error: CommandError, span: &Span) -> ExecError {
         CommandError::Model(e) => ExecError::from_model(&e, span),
         CommandError::Usage(m) => ExecError::script(m, span),
         CommandError::NotFound(m) => ExecError::target(m, span),
+        CommandError::Symbols(e) => ExecError::target(e.to_string(), span),
     }
 }
 
@@ -98,6 +102,105 @@ impl Interpreter {
                     None => None,
                 };
                 let r = kds_stdlib::stack::stack_command(&mut self.debugger, style, count);
+                self.std(r, span)
+            }
+            "!peb" => {
+                let address = match args.positional.first() {
+                    Some(a) => Some(self.address_arg(a)?),
+                    None => None,
+                };
+                let r = peb::peb_command(&mut self.debugger, address);
+                self.std(r, span)
+            }
+            "lm" | "lmv" | "lmm" | "lmvm" => {
+                let mut verbose = name.starts_with("lmv");
+                let mut pattern = None;
+                let mut expect_pattern = name.ends_with('m') && name != "lm";
+                for arg in &args.positional {
+                    let word = self.word_arg(arg)?;
+                    match word.as_str() {
+                        "v" if !expect_pattern => verbose = true,
+                        "m" if !expect_pattern => expect_pattern = true,
+                        _ => pattern = Some(word),
+                    }
+                }
+                let r = lm::lm_command(&mut self.debugger, verbose, pattern.as_deref());
+                self.std(r, span)
+            }
+            "x" => {
+                let Some(arg) = args.positional.first() else {
+                    return Err(ExecError::script("`x` needs module!pattern", span));
+                };
+                let (module, pattern) = match &arg.kind {
+                    CommandArgKind::Qualified { module, name } => (module.clone(), name.clone()),
+                    _ => {
+                        let w = self.word_arg(arg)?;
+                        match w.split_once('!') {
+                            Some((m, p)) => (m.to_string(), p.to_string()),
+                            None => ("*".to_string(), w),
+                        }
+                    }
+                };
+                let r = xsym::x_command(&mut self.debugger, &module, &pattern);
+                self.std(r, span)
+            }
+            "dt" => self.dt_cmd(&args, span),
+            "!pte" | "!vtop" => {
+                let Some(arg) = args.positional.last() else {
+                    return Err(ExecError::script(
+                        format!("`{name}` needs an address"),
+                        span,
+                    ));
+                };
+                let va = self.address_arg(arg)?;
+                let r = pte::pte_command(&mut self.debugger, va, name == "!vtop");
+                self.std(r, span)
+            }
+            ".bugcheck" => {
+                let r = bugcheck::bugcheck_report(
+                    self.model.target().identity(),
+                    self.model.pointer_size(),
+                );
+                Ok(Rendered::of(&r))
+            }
+            "!sym" => {
+                let mode = match args.positional.first() {
+                    Some(a) => self.word_arg(a)?,
+                    None => String::new(),
+                };
+                let noisy = match mode.to_ascii_lowercase().as_str() {
+                    "noisy" => true,
+                    "quiet" => false,
+                    _ => return Err(ExecError::script("`!sym` takes `noisy` or `quiet`", span)),
+                };
+                Ok(Rendered::of(&symbols::sym_command(
+                    &mut self.debugger,
+                    noisy,
+                )))
+            }
+            ".reload" => {
+                let r =
+                    symbols::reload_command(&mut self.debugger, args.has("f"), args.has("user"));
+                self.std(r, span)
+            }
+            dump if DumpFormat::for_command(dump, self.model.pointer_size()).is_some() => {
+                let format = DumpFormat::for_command(dump, self.model.pointer_size())
+                    .unwrap_or(DumpFormat::Bytes);
+                let mut address = None;
+                let mut count = None;
+                for arg in &args.positional {
+                    match &arg.kind {
+                        CommandArgKind::Length { value, .. } => count = Some(*value),
+                        _ => address = Some(self.address_arg(arg)?),
+                    }
+                }
+                let Some(address) = address else {
+                    return Err(ExecError::script(
+                        format!("`{dump}` needs an address"),
+                        span,
+                    ));
+                };
+                let r = memory::dump_command(&mut self.debugger, format, address, count);
                 self.std(r, span)
             }
             other if self.has_extension_command(other) => {
@@ -212,6 +315,71 @@ impl Interpreter {
         object
             .map(Some)
             .map_err(|e| ExecError::from_model(&e, &arg.span))
+    }
+
+    /// An argument taken as a word (an image name, a pattern, a keyword).
+    fn word_arg(&mut self, arg: &CommandArg) -> Result<String, ExecError> {
+        Ok(match &arg.kind {
+            CommandArgKind::Word(w) => w.clone(),
+            CommandArgKind::Qualified { module, name } => format!("{module}!{name}"),
+            CommandArgKind::Number(n) => format!("{n:x}"),
+            kind => match self.argument_value(kind, &arg.span)? {
+                Value::Str(s) => s,
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// `dt [-r[N]] [module!]Type [address] [field ...]`.
+    fn dt_cmd(&mut self, args: &Args<'_>, span: &Span) -> Result<Rendered, ExecError> {
+        let mut depth = 0usize;
+        let mut type_arg = None;
+        let mut address = None;
+        let mut fields = Vec::new();
+        for arg in &args.positional {
+            if let CommandArgKind::Word(w) = &arg.kind {
+                if let Some(n) = w.strip_prefix("-r") {
+                    depth = if n.is_empty() {
+                        1
+                    } else {
+                        n.parse().map_err(|_| {
+                            ExecError::script("`-r` takes a depth such as -r2", &arg.span)
+                        })?
+                    };
+                    continue;
+                }
+            }
+            if type_arg.is_none() {
+                type_arg = Some(match &arg.kind {
+                    CommandArgKind::Qualified { module, name } => {
+                        (Some(module.clone()), name.clone())
+                    }
+                    _ => (None, self.word_arg(arg)?),
+                });
+            } else if address.is_none()
+                && fields.is_empty()
+                && !matches!(arg.kind, CommandArgKind::Word(_))
+            {
+                address = Some(self.address_arg(arg)?);
+            } else {
+                fields.push(self.word_arg(arg)?);
+            }
+        }
+        let Some((module, type_name)) = type_arg else {
+            return Err(ExecError::script(
+                "`dt` needs a type such as nt!_EPROCESS",
+                span,
+            ));
+        };
+        let r = dt::dt_command(
+            &mut self.debugger,
+            module.as_deref(),
+            &type_name,
+            address,
+            &fields,
+            depth,
+        );
+        self.std(r, span)
     }
 
     /// `!process [0|<address>|<cid>] [flags] [image]`.

@@ -223,6 +223,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         &[opt("Address", Address), opt("Flags", Number)],
     ),
     cmd("!vm", "!vm [Flags]", "virtual memory usage", NO_FLAGS, &[opt("Flags", Number)]),
+    cmd(".bugcheck", ".bugcheck", "the stop code and its parameters", NO_FLAGS, &[]),
+    skipping(cmd(
+        "!vtop",
+        "!vtop [DirBase] VirtualAddress",
+        "translate a virtual address through the implicit process's page tables",
+        NO_FLAGS,
+        &[opt("DirBase", Number), req("VirtualAddress", Address)],
+    )),
     cmd("!pte", "!pte Address", "the page table entries that map an address", NO_FLAGS, &[req("Address", Address)]),
     cmd(
         "!sym",

@@ -73,6 +73,51 @@ impl BugCheckInfo {
     }
 }
 
+/// `.bugcheck`: the stop code and parameters, with the code's name and what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BugCheckReport {
+    pub bugcheck: Option<BugCheckInfo>,
+    #[serde(skip)]
+    pub pointer_size: u64,
+}
+
+impl crate::report::Report for BugCheckReport {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let Some(b) = &self.bugcheck else {
+            out.push_str("No bugcheck information: the target was not stopped by a bugcheck\n");
+            return;
+        };
+        let _ = writeln!(out, "Bugcheck code {:08X}", b.code);
+        let args: Vec<String> = b
+            .parameters
+            .iter()
+            .map(|p| crate::format::pointer(*p, self.pointer_size))
+            .collect();
+        let _ = writeln!(out, "Arguments {}", args.join(" "));
+        if let Some(name) = b.name {
+            let _ = writeln!(out, "{name} ({:x})", b.code);
+        }
+        if b.taken_on_demand {
+            out.push_str(
+                "The dump was taken on demand from a running system: analyse it as a hang, not as a crash cause.\n",
+            );
+        }
+    }
+}
+
+/// The target's stop code, decoded.
+#[must_use]
+pub fn bugcheck_report(
+    identity: &kds_runtime::target::TargetIdentity,
+    pointer_size: u64,
+) -> BugCheckReport {
+    BugCheckReport {
+        bugcheck: identity.bugcheck.map(|b| decode(b.code, b.parameters)),
+        pointer_size,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,6 +222,11 @@ impl Debugger {
         Ok(self.kernel_modules.get_or_insert_with(ModuleMap::default))
     }
 
+    /// Walk the kernel's module list again when next needed (`.reload`).
+    pub fn forget_kernel_modules(&mut self) {
+        self.kernel_modules = None;
+    }
+
     /// The user modules loaded for the implicit process, if any.
     #[must_use]
     pub fn user_modules(&self) -> Option<&ModuleMap> {

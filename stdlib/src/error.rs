@@ -9,6 +9,9 @@ pub enum CommandError {
     /// Reading the target through the object model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The symbol table lacks a type or field the command needs.
+    #[error(transparent)]
+    Symbols(#[from] kds_runtime::symbols::SymbolError),
     /// The arguments do not make sense for the command (the script is wrong).
     #[error("{0}")]
     Usage(String),

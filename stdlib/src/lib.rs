@@ -3,15 +3,23 @@
 
 pub mod bugcheck;
 pub mod debugger;
+pub mod dt;
 pub mod error;
 mod fields;
 pub mod format;
 pub mod info;
+pub mod lm;
+pub mod memory;
+mod pattern;
+pub mod peb;
 pub mod process;
+pub mod pte;
 pub mod report;
 pub mod stack;
 pub mod switch;
+pub mod symbols;
 pub mod thread;
+pub mod xsym;
 
 pub use debugger::Debugger;
 pub use error::CommandError;

@@ -1,0 +1,138 @@
+//! `.reload` and `!sym`: (re)load the module lists symbols resolve against, and say what was
+//! found for each module when noisy.
+
+use crate::debugger::Debugger;
+use crate::error::CommandError;
+use crate::report::Report;
+use kds_runtime::symbolize::SymbolSource;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// `!sym noisy|quiet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SymMode {
+    pub noisy: bool,
+}
+
+impl Report for SymMode {
+    fn render(&self, out: &mut String) {
+        out.push_str(if self.noisy {
+            "noisy mode - symbol prompts on\n"
+        } else {
+            "quiet mode - symbol prompts on\n"
+        });
+    }
+}
+
+/// `!sym noisy|quiet`.
+pub fn sym_command(dbg: &mut Debugger, noisy: bool) -> SymMode {
+    dbg.set_noisy(noisy);
+    SymMode { noisy }
+}
+
+/// What `.reload` found for one module (loaded now with `/f`, deferred otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleSymbolState {
+    pub module: String,
+    pub image_name: String,
+    pub user: bool,
+    /// `None`: deferred until first needed.
+    pub source: Option<SymbolSource>,
+    pub note: Option<String>,
+}
+
+/// `.reload` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    pub kernel: bool,
+    pub user: bool,
+    pub modules: Vec<ModuleSymbolState>,
+    #[serde(skip)]
+    pub noisy: bool,
+}
+
+/// `.reload [/f] [/user]`: walk the kernel's module list again and, in a process context,
+/// the process's loader list; `/f` loads every module's symbols now.
+pub fn reload_command(
+    dbg: &mut Debugger,
+    force: bool,
+    user_only: bool,
+) -> Result<ReloadReport, CommandError> {
+    if !user_only {
+        dbg.forget_kernel_modules();
+    }
+    let process = dbg.process_if_set();
+    let user = match &process {
+        Some(p) if p.field("peb")?.as_u64().is_some_and(|peb| peb != 0) => {
+            dbg.load_user_modules(p)?;
+            true
+        }
+        _ => false,
+    };
+    let modules = dbg.modules()?;
+    let states = modules
+        .modules()
+        .iter()
+        .filter(|m| !user_only || m.user)
+        .map(|m| {
+            let loaded = force || m.symbols_loaded();
+            ModuleSymbolState {
+                module: m.name.clone(),
+                image_name: m.image_name.clone(),
+                user: m.user,
+                source: loaded.then(|| m.symbols().source),
+                note: if loaded {
+                    m.symbols().note.clone()
+                } else {
+                    None
+                },
+            }
+        })
+        .collect();
+    Ok(ReloadReport {
+        kernel: !user_only,
+        user,
+        modules: states,
+        noisy: dbg.noisy(),
+    })
+}
+
+impl Report for ReloadReport {
+    fn render(&self, out: &mut String) {
+        let dots = |out: &mut String, user: bool| {
+            let n = self.modules.iter().filter(|m| m.user == user).count();
+            if n > 0 {
+                let _ = writeln!(out, "{}", ".".repeat(n));
+            }
+        };
+        if self.kernel {
+            out.push_str("Loading Kernel Symbols\n");
+            dots(out, false);
+        }
+        if self.user {
+            out.push_str("Loading User Symbols\n");
+            dots(out, true);
+        }
+        if self.noisy {
+            for m in &self.modules {
+                match m.source {
+                    Some(SymbolSource::Pdb) => {
+                        let _ = writeln!(out, "DBGHELP: {} - public symbols", m.module);
+                    }
+                    Some(SymbolSource::Export) => {
+                        let _ = writeln!(out, "DBGHELP: {} - export symbols", m.module);
+                    }
+                    Some(SymbolSource::None) => {
+                        let _ = writeln!(
+                            out,
+                            "*** ERROR: Module load completed but symbols could not be loaded for {}",
+                            m.image_name
+                        );
+                        let _ = writeln!(out, "DBGHELP: {} - no symbols loaded", m.module);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
