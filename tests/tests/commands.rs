@@ -1,0 +1,285 @@
+//! The standard library's commands on fixture dumps of every build: their structured results
+//! (what `--format json` prints) are checked against the fixture's truth, and their text is
+//! snapshotted (reviewed: a claim of what WinDbg would print for that target).
+
+use kds_e2e::{fixture_dump, model_for, scratch_dir, symbol_dir_with, x64_tables};
+use kds_exec::{render_text, Interpreter, OutputItem, RunOptions};
+use kds_fixture::dumpfile::DumpKind;
+use kds_fixture::{GroundTruth, ProcessTruth};
+use kds_runtime::model::ModelContext;
+use kds_runtime::symbols::SymbolTable;
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+struct Session {
+    interpreter: Interpreter,
+}
+
+impl Session {
+    fn new(model: Arc<ModelContext>) -> Session {
+        Session {
+            interpreter: Interpreter::new(model, &RunOptions::default()),
+        }
+    }
+
+    /// Run `source`; return the items, failing the test on a run error.
+    fn run(&mut self, source: &str) -> Vec<OutputItem> {
+        let playbook = kds_lang::parse(source).expect("commands parse");
+        let report = self.interpreter.run(source, &playbook);
+        assert!(report.error.is_none(), "{source}: {:?}", report.error);
+        report.items
+    }
+
+    /// The structured result of the one command in `source`.
+    fn data(&mut self, source: &str) -> Json {
+        self.run(source)
+            .into_iter()
+            .find_map(|i| match i {
+                OutputItem::Command { data, .. } => data,
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{source} has a structured result"))
+    }
+}
+
+fn n(v: &Json) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:x}")
+}
+
+/// The lsass process of the fixture.
+fn lsass(truth: &GroundTruth) -> &ProcessTruth {
+    truth
+        .processes
+        .iter()
+        .find(|p| p.image_file_name == "lsass.exe")
+        .expect("the fixture has lsass")
+}
+
+fn check_process_list(s: &mut Session, truth: &GroundTruth) {
+    let data = s.data("!process 0 0");
+    let blocks = data["processes"].as_array().expect("process blocks");
+    assert_eq!(blocks.len(), truth.processes.len());
+    for (block, p) in blocks.iter().zip(&truth.processes) {
+        assert_eq!(n(&block["address"]), p.eprocess);
+        assert_eq!(n(&block["pid"]), p.pid);
+        assert_eq!(n(&block["parent_pid"]), p.ppid);
+        assert_eq!(n(&block["peb"]), p.peb);
+        assert_eq!(n(&block["dir_base"]), p.dtb);
+        assert_eq!(n(&block["object_table"]), p.object_table);
+        assert_eq!(block["image"], p.image_file_name);
+        assert_eq!(
+            block["session"].as_u64(),
+            p.session_id.map(u64::from),
+            "{}",
+            p.image_file_name
+        );
+    }
+    // By name, by address and by cid select the same one block.
+    let l = lsass(truth);
+    for selector in [
+        "!process 0 0 lsass.exe".to_string(),
+        format!("!process {} 0", hex(l.eprocess)),
+        format!("!process {} 0", hex(l.pid)),
+    ] {
+        let data = s.data(&selector);
+        let blocks = data["processes"].as_array().expect("blocks");
+        assert_eq!(blocks.len(), 1, "{selector}");
+        assert_eq!(n(&blocks[0]["address"]), l.eprocess, "{selector}");
+    }
+}
+
+fn check_threads(s: &mut Session, truth: &GroundTruth) {
+    let l = lsass(truth);
+    let data = s.data(&format!("!process {} 6", hex(l.eprocess)));
+    let threads = data["processes"][0]["threads"]
+        .as_array()
+        .expect("thread blocks");
+    assert_eq!(threads.len(), l.threads.len());
+    for (block, t) in threads.iter().zip(&l.threads) {
+        assert_eq!(n(&block["address"]), t.ethread);
+        assert_eq!(n(&block["tid"]), t.tid);
+        assert_eq!(n(&block["pid"]), l.pid);
+        assert_eq!(n(&block["teb"]), t.teb);
+        let d = &block["details"];
+        assert_eq!(n(&d["stack_init"]), t.initial_stack);
+        assert_eq!(n(&d["stack_current"]), t.kernel_stack);
+        assert_eq!(n(&d["stack_base"]), t.stack_base);
+        assert_eq!(n(&d["stack_limit"]), t.stack_limit);
+        assert_eq!(n(&d["context_switches"]), u64::from(t.context_switches));
+        assert_eq!(d["priority"].as_i64(), Some(i64::from(t.priority)));
+        assert_eq!(
+            d["base_priority"].as_i64(),
+            Some(i64::from(t.base_priority))
+        );
+        assert_eq!(n(&d["owning_process"]["address"]), l.eprocess);
+        assert_eq!(d["owning_process"]["image"], "lsass.exe");
+        if t.state == 5 {
+            assert_eq!(block["state"]["state"], "waiting");
+            assert_eq!(
+                block["state"]["alertable"].as_bool(),
+                Some(t.alertable),
+                "thread {:x}",
+                t.tid
+            );
+            assert_eq!(n(&d["wait_start_tick"]), t.wait_tick & 0xffff_ffff);
+            let objects: Vec<u64> = d["wait_objects"]
+                .as_array()
+                .expect("wait objects")
+                .iter()
+                .map(|o| n(&o["address"]))
+                .collect();
+            assert_eq!(objects, t.wait_objects, "thread {:x}", t.tid);
+        }
+        if !t.kernel_stack_resident {
+            assert_eq!(block["stack"]["kind"], "not_resident");
+        }
+    }
+}
+
+fn check_peb(s: &mut Session, truth: &GroundTruth) {
+    let l = lsass(truth);
+    let switch = s.data(&format!(".process /p /r {}", hex(l.eprocess)));
+    assert_eq!(n(&switch["process"]), l.eprocess);
+    assert_eq!(n(&switch["user_modules"]), l.modules.len() as u64);
+    let peb = s.data("!peb");
+    assert_eq!(peb["kind"], "peb");
+    assert_eq!(n(&peb["address"]), l.peb);
+    assert_eq!(n(&peb["image_base"]), l.image_base);
+    assert_eq!(n(&peb["ldr"]), l.ldr);
+    assert_eq!(n(&peb["process_parameters"]), l.process_parameters);
+    assert_eq!(peb["current_directory"], l.current_directory.as_str());
+    assert_eq!(peb["command_line"], l.command_line.as_str());
+    assert_eq!(peb["image_file"], l.image_path.as_str());
+    let bases: Vec<u64> = peb["modules"]
+        .as_array()
+        .expect("modules")
+        .iter()
+        .map(|m| n(&m["base"]))
+        .collect();
+    let want: Vec<u64> = l.modules.iter().map(|m| m.base).collect();
+    assert_eq!(bases, want);
+    let vars: Vec<String> = peb["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(vars, l.environment);
+
+    // lm now lists the kernel's modules and lsass's.
+    let lm = s.data("lm");
+    let starts: Vec<u64> = lm["modules"]
+        .as_array()
+        .expect("modules")
+        .iter()
+        .map(|m| n(&m["start"]))
+        .collect();
+    for m in truth.modules.iter().chain(&l.modules) {
+        assert!(starts.contains(&m.base), "lm lists {}", m.name);
+    }
+    assert_eq!(starts.len(), truth.modules.len() + l.modules.len());
+
+    // The System process has no PEB: WinDbg says so.
+    let system = &truth.processes[0];
+    s.run(&format!(".process /p {}", hex(system.eprocess)));
+    assert_eq!(s.data("!peb")["kind"], "no_peb");
+}
+
+fn check_memory_and_symbols(s: &mut Session, truth: &GroundTruth, table: &SymbolTable) {
+    let x = s.data("x nt!PsActiveProcessHead");
+    assert_eq!(n(&x["matches"][0]["address"]), truth.ps_active_process_head);
+    let dq = s.data("dq nt!PsActiveProcessHead L2");
+    let bytes: Vec<u8> = dq["bytes"]
+        .as_array()
+        .expect("bytes")
+        .iter()
+        .map(|b| u8::try_from(n(b)).expect("a byte"))
+        .collect();
+    let flink = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let links = table
+        .offset_of("_EPROCESS", "ActiveProcessLinks")
+        .expect("ActiveProcessLinks");
+    assert_eq!(flink, truth.processes[0].eprocess + links);
+
+    let dt = s.data(&format!(
+        "dt nt!_EPROCESS {} UniqueProcessId",
+        hex(truth.processes[1].eprocess)
+    ));
+    let line = &dt["lines"][0];
+    assert_eq!(line["name"], "UniqueProcessId");
+    assert_eq!(
+        n(&line["offset"]),
+        table
+            .offset_of("_EPROCESS", "UniqueProcessId")
+            .expect("pid field")
+    );
+    let shown = line["value"].as_str().expect("a value").replace('`', "");
+    assert!(
+        shown.ends_with(&format!("{:x} Void", truth.processes[1].pid)),
+        "{shown}"
+    );
+
+    let bugcheck = s.data(".bugcheck");
+    assert_eq!(
+        n(&bugcheck["bugcheck"]["code"]),
+        u64::from(truth.bugcheck_code)
+    );
+}
+
+fn check_pte(s: &mut Session, truth: &GroundTruth) {
+    let pte = s.data(&format!("!pte {}", hex(truth.ps_active_process_head)));
+    let levels = pte["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 4);
+    // Each entry's self-map address is where the walk found it physically.
+    for level in levels {
+        let va = n(&level["virtual_address"]);
+        assert_eq!(va >> 39 & 0x1ff, truth.self_map_index, "{level}");
+        let vtop = s.data(&format!("!vtop 0 {}", hex(va)));
+        assert_eq!(
+            n(&vtop["outcome"]["physical"]),
+            n(&level["physical_address"]),
+            "{level}"
+        );
+    }
+    assert_eq!(pte["outcome"]["kind"], "mapped");
+}
+
+#[test]
+fn commands_agree_with_the_fixture_on_every_build() {
+    let dir = scratch_dir("commands");
+    for (name, table_path) in x64_tables() {
+        let (fixture, dump) = fixture_dump(
+            &table_path,
+            1,
+            DumpKind::BitmapFull,
+            &dir,
+            &format!("{name}.dmp"),
+        );
+        let symbols = symbol_dir_with(&table_path, &dir.join(name));
+        let model = model_for(&dump, &symbols);
+        let mut s = Session::new(Arc::clone(&model));
+        check_process_list(&mut s, &fixture.truth);
+        check_threads(&mut s, &fixture.truth);
+        check_memory_and_symbols(&mut s, &fixture.truth, model.table());
+        check_pte(&mut s, &fixture.truth);
+        check_peb(&mut s, &fixture.truth);
+
+        // The text, as an engineer reads it.
+        let l = lsass(&fixture.truth);
+        let first_thread = l.threads.first().expect("lsass has threads").ethread;
+        let script = format!(
+            "!process 0 1 lsass.exe\n!thread {}\n.process /p /r {}\n!peb\nlm m n*\n\
+             x nt!PsActiveProcessHead\n!pte nt!PsActiveProcessHead\ndq nt!PsActiveProcessHead L4\n\
+             dt nt!_LIST_ENTRY\n.bugcheck\n",
+            hex(first_thread),
+            hex(l.eprocess)
+        );
+        let mut fresh = Session::new(Arc::clone(&model));
+        let text = render_text(&fresh.run(&script));
+        insta::assert_snapshot!(format!("commands-{name}"), text);
+    }
+}
