@@ -7,6 +7,7 @@
 //! - [`pe`]: just enough of the PE format, read from target memory, to identify images.
 //! - [`kernel`]: finding and identifying the kernel of a target.
 //! - [`model`]: values and typed views over target memory; processes, threads, modules.
+//! - [`unwind`]: x64 stack walks from `.pdata` unwind data, as the Windows unwinder does them.
 
 pub mod kernel;
 pub mod mmu;
@@ -15,3 +16,4 @@ pub mod pe;
 pub mod session;
 pub mod symbols;
 pub mod target;
+pub mod unwind;
