@@ -42,7 +42,7 @@ mod tests;
 
 pub use codes::Register;
 pub use pdata::{FunctionTable, Lookup, RuntimeFunction, UnwindCache};
-pub use virtual_unwind::{virtual_unwind, MachineFrame, Unwound};
+pub use virtual_unwind::{virtual_unwind, EpilogCheck, MachineFrame, Unwound};
 pub use walk::{walk, Frame, ModuleLookup, ModuleRange, StackWalk, WalkEnd};
 
 use crate::mmu::VirtualReadError;

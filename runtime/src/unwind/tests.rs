@@ -14,7 +14,7 @@
 
 use super::codes::{decode, CodeError, Register, UnwindOp};
 use super::pdata::{FunctionTable, Lookup, RuntimeFunction, UnwindCache};
-use super::virtual_unwind::{virtual_unwind, MachineFrame, Unwound};
+use super::virtual_unwind::{virtual_unwind, EpilogCheck, MachineFrame, Unwound};
 use super::walk::{walk, ModuleRange, StackWalk, WalkEnd};
 use super::{Context, UnwindError};
 use crate::mmu::{AddressSpace, X64};
@@ -718,7 +718,7 @@ fn unwind_a(m: Machine, ctx: Context) -> Result<Unwound, UnwindError> {
     let Lookup::Found(entry) = table.lookup(rva) else {
         panic!("no entry for rva {rva:#x}")
     };
-    virtual_unwind(&space, &table, entry, &ctx)
+    virtual_unwind(&space, &table, entry, &ctx, EpilogCheck::Detect)
 }
 
 #[test]
@@ -1267,4 +1267,37 @@ fn context_from_a_processor_context_knows_every_register() {
     assert_eq!(after_call.get(Register::Rax), None);
     assert_eq!(after_call.get(Register::Rbx), Some(2));
     assert_eq!(after_call.get(Register::Rsp), Some(3));
+}
+
+#[test]
+fn return_address_past_a_noreturn_call_belongs_to_the_caller() {
+    // N: sub rsp, 28h (ends at 4) ... call KeBugCheckEx as its last instruction, so the return
+    // address is N's end, which is the start of M, whose first instruction is a ret (C3).
+    const N: (u32, u32, u32) = (0x1C00, 0x1C10, 0x3000);
+    const M: (u32, u32, u32) = (0x1C10, 0x1C20, 0x3010);
+    let m = Machine::new(&[]);
+    m.pe(KB, &[N, M]);
+    let sub_28 = unwind_info(1, 0, 4, (0, 0), &[code(4, ALLOC_SMALL, 4)], None);
+    m.write(KB + u64::from(N.2), &sub_28);
+    m.write(KB + u64::from(M.2), &sub_28);
+    m.write(KB + u64::from(M.0), &[0xc3]);
+    const RSP: u64 = 0xFFFF_8000_00C0_0000;
+    m.u64(RSP, KB + u64::from(N.1)); // KeBugCheckEx's return address
+    m.u64(RSP + 8 + 0x28, KB + 0x7777); // N's
+    m.u64(RSP + 8 + 0x30, 0);
+    let w = walk(
+        &m.space(),
+        &modules(),
+        &mut UnwindCache::new(),
+        // Frame 0 in no module (a stand-in for KeBugCheckEx).
+        Context::new(0x4141_4141_4141, RSP),
+        3,
+    );
+    let f = &w.frames[1];
+    assert_eq!(f.ip, KB + 0x1C10);
+    // Looked up as RIP - 1: N, not M; and M's ret was not taken for N's epilog.
+    assert_eq!(f.function, Some(rf(N)));
+    assert!(!f.in_epilog);
+    assert_eq!(f.return_address, Some(KB + 0x7777));
+    assert_eq!(w.frames[2].child_sp, RSP + 8 + 0x30);
 }

@@ -125,6 +125,16 @@ fn offset_in(rip: u64, module_base: u64, entry: &RuntimeFunction) -> u32 {
     (rip.wrapping_sub(module_base) as u32).wrapping_sub(entry.begin)
 }
 
+/// Whether to look for an epilog at RIP (the system's `UNW_FLAG_NO_EPILOGUE` turns it off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpilogCheck {
+    /// RIP may be in an epilog: check, as the system does by default.
+    Detect,
+    /// RIP is known not to be in this function's epilog (a return address just past the
+    /// function's end, whose bytes belong to the next function).
+    Skip,
+}
+
 /// Unwind the frame of the function described by `entry` (an entry of `table`, indirect or
 /// not) from `context`, whose RIP is the address where control left the function.
 pub fn virtual_unwind(
@@ -132,6 +142,7 @@ pub fn virtual_unwind(
     table: &FunctionTable,
     entry: RuntimeFunction,
     context: &Context,
+    epilog_check: EpilogCheck,
 ) -> Result<Unwound, UnwindError> {
     let module_base = table.module_base();
     let entry = resolve_indirect(space, module_base, entry)?;
@@ -139,7 +150,9 @@ pub fn virtual_unwind(
     let prolog_offset = offset_in(context.rip, module_base, &entry);
     let frame_base = establisher_frame(&info, prolog_offset, context);
 
-    let epilog = if info.version < 2 {
+    let epilog = if epilog_check == EpilogCheck::Skip {
+        None
+    } else if info.version < 2 {
         epilog_by_code(space, table, &entry, &info, context)
     } else {
         epilog_by_descriptors(&entry, &info, context, module_base).map(Epilog::Descriptor)

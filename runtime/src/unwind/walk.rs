@@ -11,7 +11,7 @@
 //! that is the last instruction of a function returns to the start of the next one.
 
 use super::pdata::{Lookup, RuntimeFunction, UnwindCache};
-use super::virtual_unwind::{resolve_indirect, virtual_unwind, MachineFrame, Unwound};
+use super::virtual_unwind::{resolve_indirect, virtual_unwind, EpilogCheck, MachineFrame, Unwound};
 use super::{Context, UnwindError};
 use crate::mmu::AddressSpace;
 use std::collections::HashSet;
@@ -242,8 +242,16 @@ fn step(
         }
         error => WalkEnd::BadUnwindInfo { module_base, error },
     };
+    // A return address at the very end of the entry found for RIP - 1 (a call that never
+    // returns, last in its function) points at the next function's code: no epilog of ours.
+    let rip_rva = ctx.rip.wrapping_sub(module_base);
+    let epilog_check = if u32::try_from(rip_rva).is_ok_and(|rva| entry.contains(rva)) {
+        EpilogCheck::Detect
+    } else {
+        EpilogCheck::Skip
+    };
     let function = resolve_indirect(space, module_base, entry).map_err(to_end)?;
-    let unwound = virtual_unwind(space, &table, function, ctx).map_err(to_end)?;
+    let unwound = virtual_unwind(space, &table, function, ctx, epilog_check).map_err(to_end)?;
     Ok(Step {
         unwound,
         function: Some(function),
