@@ -537,6 +537,10 @@ fn stack_page_missing_mid_walk_keeps_the_frames_before_it() {
     assert_eq!(w.frames[2].child_sp, S2);
     assert_eq!(w.frames[2].ip, RA1);
     assert_eq!(w.frames[2].return_address, None);
+    assert_eq!(
+        w.end.to_string(),
+        "cannot read the stack at 0xffff800000101050"
+    );
 }
 
 #[test]

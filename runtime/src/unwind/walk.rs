@@ -15,6 +15,7 @@ use super::virtual_unwind::{resolve_indirect, virtual_unwind, EpilogCheck, Machi
 use super::{Context, UnwindError};
 use crate::mmu::AddressSpace;
 use std::collections::HashSet;
+use std::fmt;
 
 /// An image's place in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,27 @@ pub enum WalkEnd {
         module_base: u64,
         error: UnwindError,
     },
+}
+
+impl fmt::Display for WalkEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalkEnd::ReachedZero => write!(f, "reached a zero return address"),
+            WalkEnd::StackNotReadable { address } => {
+                write!(f, "cannot read the stack at {address:#x}")
+            }
+            WalkEnd::NotProgressing { rsp } => {
+                write!(f, "the stack pointer did not move up (unwound to {rsp:#x})")
+            }
+            WalkEnd::FrameLimit => write!(f, "frame limit reached"),
+            WalkEnd::UnwindInfoUnreadable { module_base, rva } => write!(
+                f,
+                "cannot read the unwind data at rva {rva:#x} of the module at {module_base:#x}"
+            ),
+            WalkEnd::FunctionTableUnavailable { error, .. }
+            | WalkEnd::BadUnwindInfo { error, .. } => write!(f, "{error}"),
+        }
+    }
 }
 
 /// Frames from the innermost out, and why the walk stopped.
