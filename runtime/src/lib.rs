@@ -8,6 +8,7 @@
 //! - [`kernel`]: finding and identifying the kernel of a target.
 //! - [`model`]: values and typed views over target memory; processes, threads, modules.
 //! - [`symbolize`]: addresses to `module!symbol+0xoff` over kernel and user modules.
+//! - [`unwind`]: x64 stack walks from `.pdata` unwind data, as the Windows unwinder does them.
 
 pub mod kernel;
 pub mod mmu;
@@ -17,3 +18,4 @@ pub mod session;
 pub mod symbolize;
 pub mod symbols;
 pub mod target;
+pub mod unwind;
