@@ -4,3 +4,4 @@
 pub mod bugcheck;
 pub mod format;
 pub mod info;
+pub mod vm;
