@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 
-use kds_runtime::model::{ModelContext, ModelError, Object, Value};
+use kds_runtime::model::{ModelContext, ModelError, Object, Rows, Value};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -47,9 +47,6 @@ pub enum VmError {
         "the kernel's table has neither `MiSystemPartition` nor `MmNumberOfPhysicalPages`: no memory counters to read"
     )]
     NoCounters,
-    /// The process list could not be walked.
-    #[error("cannot list the processes: {0}")]
-    Processes(#[source] ModelError),
 }
 
 /// One counter, in pages, and where it came from.
@@ -159,6 +156,8 @@ pub struct VmReport {
     pub total_private: u64,
     /// Processes by private pages, largest first (then by PID).
     pub processes: Vec<ProcessCommit>,
+    /// Why the process list could not be walked, when it could not.
+    pub processes_error: Option<String>,
     /// What could not be read along the way (a process, a page file, a list link).
     pub warnings: Vec<String>,
 }
@@ -285,13 +284,16 @@ pub fn collect(model: &Arc<ModelContext>) -> Result<VmReport, VmError> {
     } else {
         r.counter(sources::PAGED_USAGE)
     };
-    let processes = model.processes().map_err(VmError::Processes)?;
-    for w in &processes.warnings {
+    let (rows, processes_error) = match model.processes() {
+        Ok(rows) => (rows, None),
+        Err(e) => (Rows::default(), Some(e.to_string())),
+    };
+    for w in &rows.warnings {
         warnings.push(w.to_string());
     }
     let mut commits = Vec::new();
     let mut sessions = BTreeSet::new();
-    for p in &processes.rows {
+    for p in &rows.rows {
         match process_commit(p) {
             Ok(c) => commits.push(c),
             Err(e) => warnings.push(format!(
@@ -333,6 +335,7 @@ pub fn collect(model: &Arc<ModelContext>) -> Result<VmReport, VmError> {
         commit_limit: r.counter(sources::COMMIT_LIMIT),
         total_private,
         processes: commits,
+        processes_error,
         warnings,
     })
 }
@@ -655,7 +658,10 @@ impl Reader<'_> {
                 count(&v, "_MM_SESSION_SPACE.CommittedPages")
             })
             .sum();
-        Counter::read("_MM_SESSION_SPACE.CommittedPages".into(), total)
+        Counter::read(
+            "_EPROCESS.Session->_MM_SESSION_SPACE.CommittedPages, summed per session".into(),
+            total,
+        )
     }
 }
 
@@ -776,7 +782,14 @@ pub fn render_text(report: &VmReport, flags: u32) -> String {
     }
     let _ = writeln!(w);
     if flags & FLAG_NO_PROCESSES == 0 {
-        pages_line(w, "Total Private:", report.total_private);
+        if let Some(e) = &report.processes_error {
+            let _ = writeln!(w);
+            let _ = writeln!(w, "ProcessCommitUsage could not be calculated: {e}");
+        }
+        // WinDbg leaves the total out when no process has private commit.
+        if report.total_private != 0 {
+            pages_line(w, "Total Private:", report.total_private);
+        }
         for p in &report.processes {
             let _ = writeln!(
                 w,

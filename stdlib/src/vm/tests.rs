@@ -261,3 +261,75 @@ fn missing_counters_print_no_line_and_unreadable_ones_say_so() {
          \tunable to get nt!MmAvailablePages: page not captured\n\n"
     );
 }
+
+#[test]
+fn a_table_without_memory_counters_is_an_error() {
+    use kds_runtime::mmu::X64;
+    use kds_runtime::symbols::SymbolTable;
+    use kds_runtime::target::MemoryTarget;
+    let target: Arc<dyn Target> = Arc::new(MemoryTarget::x64(0x10));
+    let model = ModelContext::new(target, &X64, 0x10_000, Arc::new(SymbolTable::default()), 0);
+    assert!(matches!(collect(&model), Err(super::VmError::NoCounters)));
+}
+
+#[test]
+fn an_unwalkable_process_list_is_said_and_the_counters_stay() {
+    let mut report = cases()[0].report.clone();
+    report.processes.clear();
+    report.total_private = 0;
+    report.processes_error = Some("cannot find `PsActiveProcessHead`".into());
+    let text = render_text(&report, 0);
+    assert!(text.contains("\tCommit limit:"));
+    assert!(text.ends_with(
+        "\nProcessCommitUsage could not be calculated: cannot find `PsActiveProcessHead`\n"
+    ));
+    assert!(!text.contains("Total Private"));
+}
+
+/// Where each counter came from, per build: decided by the table, never by the build.
+#[test]
+fn sources_snapshots() {
+    for c in cases() {
+        let r = &c.report;
+        let mut lines = Vec::new();
+        let mut add = |label: &str, counter: &Counter| {
+            lines.push(format!(
+                "{label:<22} {}",
+                counter
+                    .source
+                    .as_deref()
+                    .unwrap_or("(no source in this table)")
+            ));
+        };
+        add("physical", &r.physical_memory);
+        add("available", &r.available_pages);
+        add("resavail", &r.resident_available_pages);
+        add("locked IO", &r.locked_io_pages);
+        add("free system PTEs", &r.free_system_ptes);
+        add("modified", &r.modified_pages);
+        add("modified PF", &r.modified_pf_pages);
+        add("modified no write", &r.modified_no_write_pages);
+        add("nonpaged usage", &r.nonpaged_pool_usage);
+        add("nonpaged NX usage", &r.nonpaged_pool_nx_usage);
+        add("nonpaged max", &r.nonpaged_pool_max);
+        for pool in &r.paged_pools {
+            add("paged pool", pool);
+        }
+        add("paged usage", &r.paged_pool_usage);
+        add("paged max", &r.paged_pool_max);
+        add("session commit", &r.session_commit);
+        add("shared commit", &r.shared_commit);
+        add("special pool", &r.special_pool);
+        add("shared process", &r.shared_process);
+        add("paged pool commit", &r.paged_pool_commit);
+        add("driver commit", &r.driver_commit);
+        add("committed", &r.committed_pages);
+        add("commit limit", &r.commit_limit);
+        lines.push(format!(
+            "{:<22} {}",
+            "page files",
+            r.page_files_source.as_deref().unwrap_or("(none)")
+        ));
+        insta::assert_snapshot!(format!("vm-sources-{}", c.name), lines.join("\n"));
+    }
+}
