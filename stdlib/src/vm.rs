@@ -306,7 +306,9 @@ pub fn collect(model: &Arc<ModelContext>) -> Result<VmReport, VmError> {
         }
     }
     commits.sort_by(|a, b| b.pages.cmp(&a.pages).then(a.pid.cmp(&b.pid)));
-    let total_private = commits.iter().map(|c| c.pages).sum();
+    let total_private = commits
+        .iter()
+        .fold(0u64, |sum, c| sum.saturating_add(c.pages));
     Ok(VmReport {
         physical_memory,
         page_files_source,
@@ -595,13 +597,10 @@ impl Reader<'_> {
             .enumerate()
             .map(|(i, at)| Counter::read(format!("{source}[{i}]"), self.descriptor_pages(*at)))
             .collect();
-        let total: Result<u64, String> = each
-            .iter()
-            .map(|c| {
-                c.pages
-                    .ok_or_else(|| c.error.clone().unwrap_or_else(|| "unread".into()))
-            })
-            .sum();
+        let total = saturating_sum(each.iter().map(|c| {
+            c.pages
+                .ok_or_else(|| c.error.clone().unwrap_or_else(|| "unread".into()))
+        }));
         let per_pool = if pools == Pools::Paged {
             each
         } else {
@@ -647,22 +646,24 @@ impl Reader<'_> {
         if self.model.table().field(T, "CommittedPages").is_err() || sessions.is_empty() {
             return Counter::missing();
         }
-        let total = sessions
-            .iter()
-            .map(|s| {
-                let v = self
-                    .model
-                    .object(T, *s)
-                    .and_then(|o| o.field("CommittedPages"))
-                    .map_err(|e| e.to_string())?;
-                count(&v, "_MM_SESSION_SPACE.CommittedPages")
-            })
-            .sum();
+        let total = saturating_sum(sessions.iter().map(|s| {
+            let v = self
+                .model
+                .object(T, *s)
+                .and_then(|o| o.field("CommittedPages"))
+                .map_err(|e| e.to_string())?;
+            count(&v, "_MM_SESSION_SPACE.CommittedPages")
+        }));
         Counter::read(
             "_EPROCESS.Session->_MM_SESSION_SPACE.CommittedPages, summed per session".into(),
             total,
         )
     }
+}
+
+/// The sum of counts read from the target (which may hold anything), or the first failure.
+fn saturating_sum(mut items: impl Iterator<Item = Result<u64, String>>) -> Result<u64, String> {
+    items.try_fold(0u64, |sum, item| Ok(sum.saturating_add(item?)))
 }
 
 /// A non-negative count from a value.
