@@ -127,6 +127,8 @@ pub struct VmReport {
     pub physical_memory: Counter,
     /// Where the page file list was read; `None` when the build has none.
     pub page_files_source: Option<String>,
+    /// How many page files the kernel says it has (`NumberOfPagingFiles`), when read.
+    pub number_of_paging_files: Option<u64>,
     pub page_files: Vec<PageFile>,
     pub available_pages: Counter,
     pub resident_available_pages: Counter,
@@ -271,7 +273,7 @@ pub fn collect(model: &Arc<ModelContext>) -> Result<VmReport, VmError> {
         return Err(VmError::NoCounters);
     }
     let mut warnings = Vec::new();
-    let (page_files_source, page_files) = r.page_files(&mut warnings);
+    let (page_files_source, number_of_paging_files, page_files) = r.page_files(&mut warnings);
     let (nonpaged_pool_usage, _) = r.pool_descriptors(Pools::NonPaged);
     let nonpaged_pool_usage = if nonpaged_pool_usage.has_source() {
         nonpaged_pool_usage
@@ -312,6 +314,7 @@ pub fn collect(model: &Arc<ModelContext>) -> Result<VmReport, VmError> {
     Ok(VmReport {
         physical_memory,
         page_files_source,
+        number_of_paging_files,
         page_files,
         available_pages: r.counter(sources::AVAILABLE),
         resident_available_pages: r.counter(sources::RESIDENT_AVAILABLE),
@@ -451,7 +454,10 @@ impl Reader<'_> {
     }
 
     /// The page files: the partition's array, else `MmPagingFile`.
-    fn page_files(&self, warnings: &mut Vec<String>) -> (Option<String>, Vec<PageFile>) {
+    fn page_files(
+        &self,
+        warnings: &mut Vec<String>,
+    ) -> (Option<String>, Option<u64>, Vec<PageFile>) {
         let ptr = self.model.pointer_size();
         let (source, count, array) =
             if self.has(vp("Vp.PagingFile")) && self.has(vp("Vp.NumberOfPagingFiles")) {
@@ -473,16 +479,16 @@ impl Reader<'_> {
                     self.model.symbol_address("MmPagingFile"),
                 )
             } else {
-                return (None, Vec::new());
+                return (None, None, Vec::new());
             };
         let mut files = Vec::new();
         let (count, array) = match (count, array) {
             (Ok(c), Some(a)) => (c, a),
             (Err(e), _) => {
                 warnings.push(format!("page files: {e}"));
-                return (Some(source.to_string()), files);
+                return (Some(source.to_string()), None, files);
             }
-            (Ok(_), None) => return (Some(source.to_string()), files),
+            (Ok(c), None) => return (Some(source.to_string()), Some(c), files),
         };
         if count > MAX_PAGING_FILES {
             warnings.push(format!(
@@ -495,7 +501,7 @@ impl Reader<'_> {
                 Err(e) => warnings.push(format!("page file {i}: {e}")),
             }
         }
-        (Some(source.to_string()), files)
+        (Some(source.to_string()), Some(count), files)
     }
 
     fn page_file(&self, slot: u64) -> Result<PageFile, String> {
@@ -712,7 +718,7 @@ pub fn render_text(report: &VmReport, flags: u32) -> String {
     let _ = writeln!(w, "*** Virtual Memory Usage ***");
     counter_line(w, "Physical Memory:", &report.physical_memory);
     if report.page_files_source.is_some() {
-        if report.page_files.is_empty() {
+        if report.number_of_paging_files == Some(0) {
             let _ = writeln!(w);
             let _ = writeln!(w, "************ NO PAGING FILE *********************");
             let _ = writeln!(w);

@@ -333,3 +333,60 @@ fn sources_snapshots() {
         insta::assert_snapshot!(format!("vm-sources-{}", c.name), lines.join("\n"));
     }
 }
+
+/// Target data that lies (an unmapped page file pointer, an absurd pool count) costs the
+/// counters it feeds, named, and nothing else.
+#[test]
+fn bad_target_data_is_reported_not_believed() {
+    let (name, stem) = BUILDS[2];
+    let table = symbols_dir()
+        .join("ntkrnlmp.pdb")
+        .join(format!("{stem}.json.xz"));
+    let mut fixture = build(&FixtureSpec::hung_server(&table, 7)).expect("fixture builds");
+    let kd = fixture.machine.kernel_dtb;
+    let global = |f: &kds_fixture::Fixture, n: &str| {
+        f.kernel.base + f.table.symbol_rva(n).expect("Windows 7 has it")
+    };
+    let paging_file = global(&fixture, "MmPagingFile");
+    let pools = global(&fixture, "ExpNumberOfPagedPools");
+    fixture
+        .machine
+        .write_virt(kd, paging_file, &0xFFFF_F8A0_DEAD_0000u64.to_le_bytes())
+        .expect("MmPagingFile is mapped");
+    fixture
+        .machine
+        .write_virt(kd, pools, &100_000u32.to_le_bytes())
+        .expect("ExpNumberOfPagedPools is mapped");
+    let dir = std::env::temp_dir().join(format!("kds-stdlib-vm-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{name}-bad.dmp"));
+    write_dump(&fixture, &path, DumpKind::BitmapFull).expect("dump written");
+    let report = collect(&model_for(&path)).expect("!vm still collects");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(report.page_files.is_empty());
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("page file 0: ")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(report.paged_pool_usage.pages, None);
+    assert!(report.paged_pools.is_empty());
+    let why = report.paged_pool_usage.error.clone().unwrap_or_default();
+    assert!(why.contains("not believable"), "{why}");
+    // Everything else is still read.
+    assert_eq!(
+        report.available_pages.pages,
+        fixture.truth.memory.available_pages
+    );
+    let text = render_text(&report, FLAG_NO_PROCESSES);
+    assert!(text.contains("\tunable to get nt!ExpPagedPoolDescriptor: "));
+    assert!(text.contains("WARNING: page file 0: "));
+    assert!(!text.contains("Page File:"));
+    // The kernel says it has one: not "NO PAGING FILE".
+    assert_eq!(report.number_of_paging_files, Some(1));
+    assert!(!text.contains("NO PAGING FILE"));
+}
