@@ -19,6 +19,7 @@ pub mod stack;
 pub mod switch;
 pub mod symbols;
 pub mod thread;
+pub mod vm;
 pub mod xsym;
 
 pub use debugger::Debugger;
