@@ -145,6 +145,16 @@ impl Interpreter {
                 self.std(r, span)
             }
             "dt" => self.dt_cmd(&args, span),
+            "!vm" => {
+                let flags = match args.positional.first() {
+                    Some(a) => u32::try_from(self.address_arg(a)?).map_err(|_| {
+                        ExecError::script("`!vm` flags are a 32-bit number", &a.span)
+                    })?,
+                    None => 0,
+                };
+                let r = kds_stdlib::vm::vm_command(&self.debugger, flags);
+                self.std(r, span)
+            }
             "!pte" | "!vtop" => {
                 let Some(arg) = args.positional.last() else {
                     return Err(ExecError::script(

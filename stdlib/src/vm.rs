@@ -816,3 +816,25 @@ pub fn render_text(report: &VmReport, flags: u32) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// `!vm [flags]` as a command result: the report and how to show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmCommand {
+    #[serde(flatten)]
+    pub report: VmReport,
+    #[serde(skip)]
+    pub flags: u32,
+}
+
+impl crate::report::Report for VmCommand {
+    fn render(&self, out: &mut String) {
+        out.push_str(&render_text(&self.report, self.flags));
+    }
+}
+
+/// `!vm [flags]`.
+pub fn vm_command(dbg: &crate::Debugger, flags: u32) -> Result<VmCommand, crate::CommandError> {
+    collect(dbg.model())
+        .map(|report| VmCommand { report, flags })
+        .map_err(|e| crate::CommandError::NotFound(e.to_string()))
+}

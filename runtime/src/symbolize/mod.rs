@@ -318,6 +318,15 @@ impl ModuleMap {
     }
 }
 
+impl crate::unwind::ModuleLookup for ModuleMap {
+    fn module_at(&self, address: u64) -> Option<crate::unwind::ModuleRange> {
+        ModuleMap::module_at(self, address).map(|m| crate::unwind::ModuleRange {
+            base: m.base,
+            size: m.size,
+        })
+    }
+}
+
 /// The kernel's modules from `PsLoadedModuleList`: the kernel itself with the session's symbol
 /// table, every other module with its exports.
 pub fn kernel_module_map(model: &Arc<ModelContext>) -> Result<(ModuleMap, Rows), ModelError> {
