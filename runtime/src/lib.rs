@@ -8,6 +8,7 @@
 //! - [`kernel`]: finding and identifying the kernel of a target.
 //! - [`model`]: values and typed views over target memory; processes, threads, modules.
 //! - [`symbolize`]: addresses to `module!symbol+0xoff` over kernel and user modules.
+//! - [`stack`]: a thread's stack: start context, unwind, symbolized frames.
 //! - [`unwind`]: x64 stack walks from `.pdata` unwind data, as the Windows unwinder does them.
 
 pub mod kernel;
@@ -15,6 +16,7 @@ pub mod mmu;
 pub mod model;
 pub mod pe;
 pub mod session;
+pub mod stack;
 pub mod symbolize;
 pub mod symbols;
 pub mod target;

@@ -2,11 +2,8 @@
 //! symbols resolve against, and what was already walked (a frozen target does not change).
 
 use crate::error::CommandError;
-use kds_runtime::mmu::AddressSpace;
 use kds_runtime::model::{ModelContext, Object, Value};
 use kds_runtime::symbolize::{kernel_module_map, user_module_map, ModuleMap, Symbolized};
-use kds_runtime::unwind::{Lookup, UnwindCache};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// User modules loaded for one process (`.process /r`, `.reload /user`).
@@ -26,9 +23,8 @@ pub struct Debugger {
     user_modules: Option<UserModules>,
     noisy: bool,
     warnings: Vec<String>,
-    /// Function tables read for unwinding, per address space (user images differ per
-    /// process; the kernel's are the same in all).
-    unwind_caches: HashMap<u64, UnwindCache>,
+    /// `.reload` asked for a fresh walk of the kernel's module list.
+    reloaded: bool,
 }
 
 impl std::fmt::Debug for Debugger {
@@ -53,7 +49,7 @@ impl Debugger {
             user_modules: None,
             noisy: false,
             warnings: Vec::new(),
-            unwind_caches: HashMap::new(),
+            reloaded: false,
         }
     }
 
@@ -169,6 +165,8 @@ impl Debugger {
             self.warn(w.to_string());
         }
         let count = map.modules().len();
+        self.model
+            .register_user_modules(process.address(), map.clone());
         self.user_modules = Some(UserModules {
             eprocess: process.address(),
             map,
@@ -219,6 +217,12 @@ impl Debugger {
 
     /// The kernel's modules (walked once).
     pub fn kernel_modules(&mut self) -> Result<&ModuleMap, CommandError> {
+        if self.kernel_modules.is_none() && !self.reloaded {
+            // The walk the model keeps (it reports its own failure).
+            if let Ok(map) = self.model.kernel_module_map() {
+                self.kernel_modules = Some(map);
+            }
+        }
         if self.kernel_modules.is_none() {
             let (map, rows) = kernel_module_map(&self.model)?;
             for w in &rows.warnings {
@@ -232,6 +236,7 @@ impl Debugger {
     /// Walk the kernel's module list again when next needed (`.reload`).
     pub fn forget_kernel_modules(&mut self) {
         self.kernel_modules = None;
+        self.reloaded = true;
     }
 
     /// The user modules loaded for the implicit process, if any.
@@ -251,32 +256,6 @@ impl Debugger {
             Some(user) => kernel.merged(user),
             None => kernel,
         })
-    }
-
-    /// Run `f` with the function-table cache of the address space rooted at `dtb`.
-    pub fn with_unwind_cache<T>(&mut self, dtb: u64, f: impl FnOnce(&mut UnwindCache) -> T) -> T {
-        f(self.unwind_caches.entry(dtb).or_default())
-    }
-
-    /// The `[begin, end)` addresses of the unwind entry (function) that covers `address` in
-    /// the image at `module_base`.
-    pub fn unwind_entry(
-        &mut self,
-        space: &AddressSpace,
-        module_base: u64,
-        address: u64,
-    ) -> Option<(u64, u64)> {
-        let rva = u32::try_from(address.checked_sub(module_base)?).ok()?;
-        let table = self
-            .with_unwind_cache(space.dtb(), |c| c.table(space, module_base))
-            .ok()?;
-        match table.lookup(rva) {
-            Lookup::Found(f) => Some((
-                module_base + u64::from(f.begin),
-                module_base + u64::from(f.end),
-            )),
-            _ => None,
-        }
     }
 
     /// `address` as `module!symbol+0xoff`.

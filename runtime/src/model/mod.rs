@@ -40,8 +40,10 @@ pub use value::{EnumValue, GroupKey, Record, Value};
 use crate::kernel::KUSER_SHARED_DATA_X64;
 use crate::mmu::{AddressSpace, PagingSpec};
 use crate::session::Session;
+use crate::symbolize::{kernel_module_map, ModuleMap};
 use crate::symbols::SymbolTable;
 use crate::target::Target;
+use crate::unwind::{Lookup, UnwindCache};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -85,6 +87,12 @@ pub struct ModelContext {
     /// EPROCESS address → the space its views use.
     process_spaces: Mutex<HashMap<u64, Arc<AddressSpace>>>,
     clock: OnceLock<Result<Clock, ModelError>>,
+    /// The kernel's modules for symbolizing (walked once).
+    kernel_modules: OnceLock<Result<ModuleMap, String>>,
+    /// User modules loaded per EPROCESS (`.process /r`): user stack frames resolve with them.
+    user_modules: Mutex<HashMap<u64, ModuleMap>>,
+    /// Function tables read for unwinding, per address space.
+    unwind_caches: Mutex<HashMap<u64, UnwindCache>>,
 }
 
 impl std::fmt::Debug for ModelContext {
@@ -143,6 +151,9 @@ impl ModelContext {
             spaces: Mutex::new(spaces),
             process_spaces: Mutex::new(HashMap::new()),
             clock: OnceLock::new(),
+            kernel_modules: OnceLock::new(),
+            user_modules: Mutex::new(HashMap::new()),
+            unwind_caches: Mutex::new(HashMap::new()),
         })
     }
 
@@ -327,6 +338,65 @@ impl ModelContext {
 
     /// `PsActiveProcessHead` from the table, else from the target's own identity.
     #[must_use]
+    /// The kernel's loaded modules as a symbolizing map (walked once; a failed walk is
+    /// remembered as its message).
+    pub fn kernel_module_map(self: &Arc<Self>) -> Result<ModuleMap, String> {
+        self.kernel_modules
+            .get_or_init(|| {
+                kernel_module_map(self)
+                    .map(|(map, _)| map)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// Remember the user modules of the process at `eprocess` (after `.process /r`).
+    pub fn register_user_modules(&self, eprocess: u64, modules: ModuleMap) {
+        self.user_modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(eprocess, modules);
+    }
+
+    /// The user modules registered for `eprocess`, if any.
+    #[must_use]
+    pub fn user_modules_of(&self, eprocess: u64) -> Option<ModuleMap> {
+        self.user_modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&eprocess)
+            .cloned()
+    }
+
+    /// Run `f` with the function-table cache of the address space rooted at `dtb`.
+    pub fn with_unwind_cache<T>(&self, dtb: u64, f: impl FnOnce(&mut UnwindCache) -> T) -> T {
+        let mut caches = self
+            .unwind_caches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(caches.entry(dtb).or_default())
+    }
+
+    /// `[begin, end)` of the unwind entry covering `address` in the image at `module_base`.
+    pub fn unwind_entry(
+        &self,
+        space: &AddressSpace,
+        module_base: u64,
+        address: u64,
+    ) -> Option<(u64, u64)> {
+        let rva = u32::try_from(address.checked_sub(module_base)?).ok()?;
+        let table = self
+            .with_unwind_cache(space.dtb(), |c| c.table(space, module_base))
+            .ok()?;
+        match table.lookup(rva) {
+            Lookup::Found(f) => Some((
+                module_base + u64::from(f.begin),
+                module_base + u64::from(f.end),
+            )),
+            _ => None,
+        }
+    }
+
     pub fn process_list_head(&self) -> Option<u64> {
         self.symbol_address("PsActiveProcessHead")
             .or(self.identity_process_head)

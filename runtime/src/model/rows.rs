@@ -46,6 +46,7 @@ pub const THREAD_FIELDS: &[&str] = &[
     "priority",
     "base_priority",
     "kernel_stack_resident",
+    "stack",
 ];
 
 /// Friendly fields of a module row (kernel `_KLDR_DATA_TABLE_ENTRY` or user
@@ -280,11 +281,42 @@ fn thread_field(o: &Object, name: &str) -> Result<Value, ModelError> {
             let v = o.raw_field("Tcb.KernelStackResident")?;
             Ok(v.as_number().map_or(Value::Null, |n| Value::Bool(n != 0)))
         }
+        "stack" => Ok(stack_value(o)),
         other => Err(ModelError::NoField {
             type_name: o.type_name().to_string(),
             field: other.to_string(),
         }),
     }
+}
+
+/// A thread's stack as a record: `frames` (call sites, innermost first), `top` (the first),
+/// `depth`, and `signature` (the frames joined: equal stacks have equal signatures, for
+/// `group by stack.signature`), plus `status` (`frames`, `not_resident`, `unavailable`).
+fn stack_value(o: &Object) -> Value {
+    let model = o.model();
+    let stack = match model.kernel_module_map() {
+        Ok(kernel) => crate::stack::walk_thread(model, o, &kernel),
+        Err(reason) => crate::stack::ThreadStack::Unavailable { reason },
+    };
+    let sites = stack.call_sites();
+    let status = match &stack {
+        crate::stack::ThreadStack::NotResident => "not_resident",
+        crate::stack::ThreadStack::Unavailable { .. } => "unavailable",
+        crate::stack::ThreadStack::Frames { .. } => "frames",
+    };
+    let mut r = super::Record::new();
+    r.insert("status", Value::Str(status.into()));
+    r.insert(
+        "top",
+        sites.first().map_or(Value::Null, |s| Value::Str(s.clone())),
+    );
+    r.insert("depth", Value::uint(sites.len() as u64));
+    r.insert("signature", Value::Str(sites.join(" <- ")));
+    r.insert(
+        "frames",
+        Value::List(sites.into_iter().map(Value::Str).collect()),
+    );
+    Value::Record(r)
 }
 
 fn module_field(o: &Object, name: &str) -> Result<Value, ModelError> {
