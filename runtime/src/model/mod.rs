@@ -336,8 +336,6 @@ impl ModelContext {
         }
     }
 
-    /// `PsActiveProcessHead` from the table, else from the target's own identity.
-    #[must_use]
     /// The kernel's loaded modules as a symbolizing map (walked once; a failed walk is
     /// remembered as its message).
     pub fn kernel_module_map(self: &Arc<Self>) -> Result<ModuleMap, String> {
@@ -397,6 +395,8 @@ impl ModelContext {
         }
     }
 
+    /// `PsActiveProcessHead` from the table, else from the target's own identity.
+    #[must_use]
     pub fn process_list_head(&self) -> Option<u64> {
         self.symbol_address("PsActiveProcessHead")
             .or(self.identity_process_head)
