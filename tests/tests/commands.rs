@@ -283,3 +283,91 @@ fn commands_agree_with_the_fixture_on_every_build() {
         insta::assert_snapshot!(format!("commands-{name}"), text);
     }
 }
+
+/// Torn data: a cyclic process list and a paged-out PEB give WinDbg-style warnings and the
+/// rest of the output, never an error or a hang.
+#[test]
+fn torn_data_gives_warnings_and_the_rest_of_the_output() {
+    use kds_fixture::dumpfile::write_dump;
+    let dir = scratch_dir("commands-torn");
+    for (name, table_path) in x64_tables() {
+        let mut fixture =
+            kds_fixture::build(&kds_fixture::FixtureSpec::hung_server(&table_path, 1))
+                .expect("fixture builds");
+        let truth = fixture.truth.clone();
+        let links = fixture
+            .table
+            .offset_of("_EPROCESS", "ActiveProcessLinks")
+            .expect("ActiveProcessLinks");
+        let lsass_at = truth
+            .processes
+            .iter()
+            .position(|p| p.image_file_name == "lsass.exe")
+            .expect("lsass");
+        // The entry after lsass + 2 links back to the third process: a cycle.
+        let k = lsass_at + 2;
+        assert!(k + 2 < truth.processes.len());
+        let kernel_dtb = fixture.machine.kernel_dtb;
+        fixture
+            .machine
+            .write_u64(
+                kernel_dtb,
+                truth.processes[k].eprocess + links,
+                truth.processes[2].eprocess + links,
+            )
+            .expect("patch Flink");
+        // lsass's PEB page is in transition (on the standby list): not in the dump's view.
+        let l = &truth.processes[lsass_at];
+        let frame = fixture
+            .machine
+            .translate(l.dtb, l.peb & !0xfff)
+            .expect("PEB mapped")
+            >> 12;
+        fixture
+            .machine
+            .replace_pte(l.dtb, l.peb & !0xfff, frame << 12 | 0x800 | 4 << 5)
+            .expect("PEB paged out");
+        let dump = dir.join(format!("{name}.dmp"));
+        write_dump(&fixture, &dump, DumpKind::BitmapFull).expect("dump written");
+        let symbols = symbol_dir_with(&table_path, &dir.join(name));
+        let model = model_for(&dump, &symbols);
+        let mut s = Session::new(model);
+        let items = s.run(&format!(
+            "!process 0 0\n.process /p /r {}\n!peb\nlm m nt\n",
+            hex(l.eprocess)
+        ));
+        let warnings: Vec<&str> = items
+            .iter()
+            .filter_map(|i| match i {
+                OutputItem::Warning { message } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            warnings.iter().any(|w| w.contains("cycle")),
+            "{name}: {warnings:?}"
+        );
+        let data: Vec<&Json> = items
+            .iter()
+            .filter_map(|i| match i {
+                OutputItem::Command { data, .. } => data.as_ref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(data.len(), 4, "{name}: every command printed");
+        assert_eq!(
+            data[0]["processes"].as_array().map(Vec::len),
+            Some(k + 1),
+            "{name}: the processes before the cycle"
+        );
+        assert_eq!(data[2]["kind"], "unreadable", "{name}");
+        let reason = data[2]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("transition"), "{name}: {reason}");
+        assert_eq!(data[3]["modules"][0]["name"], "nt", "{name}");
+        let text = render_text(&items);
+        assert!(
+            text.contains(&format!("error 1 InitTypeRead( nt!_PEB at {:016x})", l.peb)),
+            "{text}"
+        );
+    }
+}
