@@ -89,12 +89,22 @@ fn readme_first_command_runs_the_hang_playbook_on_the_demo() {
     let truth = build(&FixtureSpec::hung_server(repo().join(DEMO_TABLE), 1))
         .expect("demo fixture builds")
         .truth;
-    let blocks = stdout.lines().filter(|l| l.starts_with("PROCESS ")).count();
+    let processes = stdout
+        .split("== Processes ==")
+        .nth(1)
+        .and_then(|rest| rest.split("\n== ").next())
+        .expect("a Processes section");
+    let blocks = processes
+        .lines()
+        .filter(|l| l.starts_with("PROCESS "))
+        .count();
     assert_eq!(blocks, truth.processes.len());
     for section in [
+        "== Memory ==",
         "== Processes ==",
         "== Stuck threads, grouped ==",
         "== On the processors ==",
+        "== Focus process ==",
     ] {
         assert!(stdout.contains(section), "{section} missing:\n{stdout}");
     }
@@ -133,6 +143,42 @@ fn run_reports_script_errors_against_the_source_and_exits_2() {
         "examples/long-waits.kds",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn json_output_carries_each_command_s_structured_result() {
+    let out = kds(&[
+        "run",
+        "-z",
+        DEMO,
+        "-y",
+        "examples/symbols",
+        "--format",
+        "json",
+        "-c",
+        "!process 0 0 lsass.exe; .bugcheck",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let truth = build(&FixtureSpec::hung_server(repo().join(DEMO_TABLE), 1))
+        .expect("demo fixture builds")
+        .truth;
+    let lsass = truth
+        .processes
+        .iter()
+        .find(|p| p.image_file_name == "lsass.exe")
+        .expect("lsass");
+    let process = &items[0]["data"]["processes"][0];
+    assert_eq!(process["address"].as_u64(), Some(lsass.eprocess));
+    assert_eq!(process["pid"].as_u64(), Some(lsass.pid));
+    assert_eq!(process["dir_base"].as_u64(), Some(lsass.dtb));
+    assert!(items[0]["text"]
+        .as_str()
+        .is_some_and(|t| t.contains(&format!("PROCESS {:016x}", lsass.eprocess))));
+    assert_eq!(
+        items[1]["data"]["bugcheck"]["code"].as_u64(),
+        Some(u64::from(truth.bugcheck_code))
+    );
 }
 
 #[test]

@@ -348,6 +348,34 @@ impl Interpreter {
             "threads" => "threads",
             _ => "modules",
         };
+        if key == "modules" {
+            // The kernel's modules, then the implicit process's user modules once loaded
+            // (`.process /r`), as `lm` lists them.
+            let mut rows = match self.collections.get(key) {
+                Some(rows) => rows.clone(),
+                None => {
+                    let walked = self
+                        .model
+                        .kernel_modules()
+                        .map_err(|e| ExecError::from_model(&e, span))?;
+                    for warning in &walked.warnings {
+                        self.items.push(OutputItem::Warning {
+                            message: warning.to_string(),
+                        });
+                    }
+                    let rows = walked.values();
+                    self.collections.insert(key, rows.clone());
+                    rows
+                }
+            };
+            rows.extend(
+                self.debugger
+                    .user_module_rows()
+                    .into_iter()
+                    .map(Value::Object),
+            );
+            return Ok(Value::List(rows));
+        }
         if let Some(rows) = self.collections.get(key) {
             return Ok(Value::List(rows.clone()));
         }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 struct UserModules {
     eprocess: u64,
     map: ModuleMap,
+    /// The loader entries they came from (rows of the `modules` collection).
+    rows: Vec<Object>,
 }
 
 /// Session state the commands share.
@@ -170,6 +172,7 @@ impl Debugger {
         self.user_modules = Some(UserModules {
             eprocess: process.address(),
             map,
+            rows: rows.rows,
         });
         Ok(count)
     }
@@ -247,6 +250,19 @@ impl Debugger {
             .as_ref()
             .filter(|u| u.eprocess == current)
             .map(|u| &u.map)
+    }
+
+    /// The loader entries of the implicit process's user modules, once loaded.
+    #[must_use]
+    pub fn user_module_rows(&self) -> Vec<Object> {
+        let Some(current) = self.process.as_ref().map(Object::address) else {
+            return Vec::new();
+        };
+        self.user_modules
+            .as_ref()
+            .filter(|u| u.eprocess == current)
+            .map(|u| u.rows.clone())
+            .unwrap_or_default()
     }
 
     /// Kernel modules, plus the implicit process's user modules once loaded.
