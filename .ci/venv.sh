@@ -2,12 +2,14 @@
 # Independent readers for the end-to-end realism tests (tests/tests/volatility.rs):
 #   .venv/bin/vol       Volatility 3 (windows.info, windows.pslist, windows.modules)
 #   kdmp_parser         the Python bindings of the C++ kdmp-parser
+#   pefile              PE parsing (tests/tests/pe_unwind.rs checks the fixture images' directories)
 # Creates <repo>/.venv with pinned versions; quiet and quick when they are already there.
 # Usage: bash .ci/venv.sh
 set -euo pipefail
 
 VOLATILITY3_VERSION=2.28.2
 KDMP_PARSER_VERSION=0.7.4
+PEFILE_VERSION=2024.8.26
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -24,6 +26,7 @@ EOF
 }
 
 if installed volatility3 "$VOLATILITY3_VERSION" && installed kdmp-parser "$KDMP_PARSER_VERSION" \
+    && installed pefile "$PEFILE_VERSION" \
     && [ -x "$venv/bin/vol" ]; then
     exit 0
 fi
@@ -32,7 +35,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "volatility3==$VOLATILITY3_VERSION" "kdmp-parser==$KDMP_PARSER_VERSION"
+    "volatility3==$VOLATILITY3_VERSION" "kdmp-parser==$KDMP_PARSER_VERSION" "pefile==$PEFILE_VERSION"
 "$venv/bin/vol" --help >/dev/null
-"$venv/bin/python" -c 'import kdmp_parser' >/dev/null
-echo "venv ready: $venv (volatility3 $VOLATILITY3_VERSION, kdmp-parser $KDMP_PARSER_VERSION)"
+"$venv/bin/python" -c 'import kdmp_parser, pefile' >/dev/null
+echo "venv ready: $venv (volatility3 $VOLATILITY3_VERSION, kdmp-parser $KDMP_PARSER_VERSION, pefile $PEFILE_VERSION)"
