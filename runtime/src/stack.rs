@@ -104,39 +104,34 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
     });
     let rip_in_trap = thread.table().offset_of("_KTRAP_FRAME", "Rip").ok();
     let mut frames = Vec::new();
-    let mut entered_user = false;
     let mut cut = false;
-    for f in &walked.frames {
-        if entered_user && user.is_none() && !frames.is_empty() {
-            cut = true;
-            break;
-        }
+    for (i, f) in walked.frames.iter().enumerate() {
         let trap_frame = f.machine_frame_at.and_then(|at| {
             let rip_slot = at + if f.machine_frame_error_code { 8 } else { 0 };
             Some(rip_slot - rip_in_trap?)
         });
+        let user_frame = is_user_address(f.ip);
         frames.push(StackFrame {
             child_sp: f.child_sp,
             return_address: f.return_address.unwrap_or(0),
             ip: f.ip,
-            call_site: modules.symbolize(f.ip).map(|s| s.to_string()),
+            call_site: if user_frame && user.is_none() {
+                None
+            } else {
+                modules.symbolize(f.ip).map(|s| s.to_string())
+            },
             trap_frame,
         });
-        if f.machine_frame_at.is_some() {
-            // The next frame is the interrupted (user) code: shown, but without the process's
-            // user modules nothing tells how to unwind it.
-            entered_user = true;
-            if user.is_none() {
-                if let Some(next) = walked.frames.get(frames.len()) {
-                    frames.push(StackFrame {
-                        child_sp: next.child_sp,
-                        return_address: 0,
-                        ip: next.ip,
-                        call_site: None,
-                        trap_frame: None,
-                    });
-                }
+        if user_frame && user.is_none() {
+            // The first user frame, as a bare address: without the process's user modules
+            // nothing tells how to unwind it.
+            if i + 1 < walked.frames.len() {
+                cut = true;
             }
+            if let Some(last) = frames.last_mut() {
+                last.return_address = 0;
+            }
+            break;
         }
     }
     let stopped = if cut {
@@ -152,6 +147,11 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
         }
     };
     ThreadStack::Frames { frames, stopped }
+}
+
+/// An address in the user half of the x64 address space (the lower canonical half).
+fn is_user_address(address: u64) -> bool {
+    address >> 63 == 0
 }
 
 /// Where the walk starts.

@@ -5,7 +5,7 @@
 use kds_e2e::{fixture_dump, model_for, scratch_dir, symbol_dir_with, x64_tables};
 use kds_exec::{render_text, Interpreter, OutputItem, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
-use kds_fixture::{GroundTruth, ProcessTruth};
+use kds_fixture::{FrameTruth, GroundTruth, ProcessTruth, ThreadTruth};
 use kds_runtime::model::ModelContext;
 use kds_runtime::symbols::SymbolTable;
 use serde_json::Value as Json;
@@ -140,6 +140,94 @@ fn check_threads(s: &mut Session, truth: &GroundTruth) {
     }
 }
 
+/// The frames kds walked for one thread against the fixture's: every kernel frame, and the
+/// user frames when `user` (after `.process /r`); before, the first user frame is a bare
+/// address and the walk stops there.
+fn check_frames(stack: &Json, t: &ThreadTruth, user: bool, what: &str) {
+    if !t.kernel_stack_resident {
+        assert_eq!(stack["kind"], "not_resident", "{what}");
+        return;
+    }
+    assert_eq!(stack["kind"], "frames", "{what}: {stack}");
+    let got = stack["frames"].as_array().expect("frames");
+    let want: Vec<&FrameTruth> = t.frames.iter().filter(|f| user || !f.user).collect();
+    assert!(
+        !want.is_empty(),
+        "{what}: the fixture gives every thread frames"
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(n(&g["child_sp"]), w.child_sp, "{what} frame {i}");
+        assert_eq!(n(&g["ip"]), w.ip, "{what} frame {i}");
+        assert_eq!(g["call_site"], w.call_site.as_str(), "{what} frame {i}");
+        assert_eq!(
+            g["trap_frame"].as_u64().unwrap_or(0),
+            w.trap_frame,
+            "{what} frame {i}"
+        );
+        if user || i + 1 < want.len() {
+            assert_eq!(
+                n(&g["return_address"]),
+                w.return_address,
+                "{what} frame {i}"
+            );
+        }
+    }
+    let user_frames = t.frames.iter().filter(|f| f.user).count();
+    if user {
+        assert_eq!(got.len(), t.frames.len(), "{what}");
+    } else if user_frames > 0 {
+        // Kernel frames, then the first user frame as a bare address.
+        assert_eq!(got.len(), want.len() + 1, "{what}");
+        let first_user = t.frames.iter().find(|f| f.user).expect("a user frame");
+        let last = &got[want.len()];
+        assert_eq!(n(&last["ip"]), first_user.ip, "{what}");
+        assert!(last["call_site"].is_null(), "{what}");
+    } else {
+        assert_eq!(got.len(), want.len(), "{what}");
+    }
+}
+
+fn check_stacks(s: &mut Session, truth: &GroundTruth) {
+    // Every thread of every process: kernel frames (no process context switched to).
+    let data = s.data("!process 0 6");
+    for (block, p) in data["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .zip(&truth.processes)
+    {
+        for (tb, t) in block["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .zip(&p.threads)
+        {
+            let what = format!("{} thread {:x}", p.image_file_name, t.tid);
+            check_frames(&tb["stack"], t, false, &what);
+        }
+    }
+    // After `.process /p /r`, lsass's user frames resolve.
+    let l = lsass(truth);
+    s.run(&format!(".process /p /r {}", hex(l.eprocess)));
+    let data = s.data(&format!("!process {} 6", hex(l.eprocess)));
+    for (tb, t) in data["processes"][0]["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .zip(&l.threads)
+    {
+        check_frames(&tb["stack"], t, true, &format!("lsass thread {:x}", t.tid));
+    }
+    // `k` on a thread set with `.thread` is the same walk.
+    let t = l
+        .threads
+        .iter()
+        .find(|t| t.kernel_stack_resident)
+        .expect("a resident lsass thread");
+    s.run(&format!(".thread {}", hex(t.ethread)));
+    check_frames(&s.data("k"), t, true, "k");
+}
+
 fn check_peb(s: &mut Session, truth: &GroundTruth) {
     let l = lsass(truth);
     let switch = s.data(&format!(".process /p /r {}", hex(l.eprocess)));
@@ -266,6 +354,7 @@ fn commands_agree_with_the_fixture_on_every_build() {
         check_threads(&mut s, &fixture.truth);
         check_memory_and_symbols(&mut s, &fixture.truth, model.table());
         check_pte(&mut s, &fixture.truth);
+        check_stacks(&mut Session::new(Arc::clone(&model)), &fixture.truth);
         check_peb(&mut s, &fixture.truth);
 
         // The text, as an engineer reads it.
@@ -278,7 +367,8 @@ fn commands_agree_with_the_fixture_on_every_build() {
             hex(first_thread),
             hex(l.eprocess)
         );
-        let mut fresh = Session::new(Arc::clone(&model));
+        // A new session: loaded user modules are session state.
+        let mut fresh = Session::new(model_for(&dump, &symbols));
         let text = render_text(&fresh.run(&script));
         insta::assert_snapshot!(format!("commands-{name}"), text);
     }

@@ -289,7 +289,21 @@ fn thread_field(o: &Object, name: &str) -> Result<Value, ModelError> {
     }
 }
 
+/// The first frame outside the kernel's dispatcher: past the `nt!Ki*` / `nt!Ke*` frames
+/// (context switch, wait, IPI and freeze machinery every waiting or interrupted thread
+/// shares), so it names what the thread was doing (`nt!ExpWaitForResource+0x..`,
+/// `nt!NtWaitForSingleObject+0x..`, a driver's frame).
+fn wait_site(sites: &[String]) -> Option<&str> {
+    let dispatcher = |s: &str| s.starts_with("nt!Ki") || s.starts_with("nt!Ke");
+    sites
+        .iter()
+        .find(|s| !dispatcher(s))
+        .or(sites.first())
+        .map(String::as_str)
+}
+
 /// A thread's stack as a record: `frames` (call sites, innermost first), `top` (the first),
+/// `site` (the first outside the kernel dispatcher),
 /// `depth`, and `signature` (the frames joined: equal stacks have equal signatures, for
 /// `group by stack.signature`), plus `status` (`frames`, `not_resident`, `unavailable`).
 fn stack_value(o: &Object) -> Value {
@@ -309,6 +323,10 @@ fn stack_value(o: &Object) -> Value {
     r.insert(
         "top",
         sites.first().map_or(Value::Null, |s| Value::Str(s.clone())),
+    );
+    r.insert(
+        "site",
+        wait_site(&sites).map_or(Value::Null, |s| Value::Str(s.to_string())),
     );
     r.insert("depth", Value::uint(sites.len() as u64));
     r.insert("signature", Value::Str(sites.join(" <- ")));

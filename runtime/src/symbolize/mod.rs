@@ -51,11 +51,14 @@ pub struct ModuleSymbols {
 }
 
 impl ModuleSymbols {
-    /// The symbol at or below `rva`, with the displacement.
+    /// The symbol at or below `rva`, with the displacement. Of several names at one address
+    /// (ntdll exports `NtX` and `ZwX` together) the first in name order is given.
     #[must_use]
     pub fn nearest(&self, rva: u64) -> Option<(&str, u64)> {
         let i = self.names.partition_point(|(r, _)| *r <= rva);
-        let (at, name) = self.names.get(i.checked_sub(1)?)?;
+        let (at, _) = self.names.get(i.checked_sub(1)?)?;
+        let first = self.names.partition_point(|(r, _)| r < at);
+        let (_, name) = self.names.get(first)?;
         Some((name.as_str(), rva - at))
     }
 }
@@ -422,6 +425,12 @@ mod tests {
         assert_eq!(s.nearest(0x100), Some(("A", 0)));
         assert_eq!(s.nearest(0x1ff), Some(("A", 0xff)));
         assert_eq!(s.nearest(0x250), Some(("B", 0x50)));
+        let aliases = ModuleSymbols {
+            source: SymbolSource::Export,
+            names: vec![(0x100, "NtWait".into()), (0x100, "ZwWait".into())],
+            note: None,
+        };
+        assert_eq!(aliases.nearest(0x114), Some(("NtWait", 0x14)));
     }
 
     #[test]
