@@ -140,8 +140,8 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
         match &walked.end {
             WalkEnd::ReachedZero => None,
             WalkEnd::StackNotReadable { address } => Some(format!(
-                "stack memory at {:#x} is not in memory: the stack ends here",
-                address
+                "stack memory at {} is not in memory: the stack ends here",
+                crate::model::format_address(*address, 8)
             )),
             other => Some(other.to_string()),
         }
@@ -215,9 +215,12 @@ fn switch_context(
 ) -> Result<Context, String> {
     let table = thread.table();
     let read = |at: u64| {
-        space
-            .read_u64(at)
-            .map_err(|e| format!("the saved kernel stack at {at:#x} cannot be read: {e}"))
+        space.read_u64(at).map_err(|e| {
+            format!(
+                "the saved kernel stack at {} cannot be read: {e}",
+                crate::model::format_address(at, 8)
+            )
+        })
     };
     if let Ok(ret) = table.offset_of("_KSWITCH_FRAME", "Return") {
         let slot = kernel_stack + ret;
@@ -244,6 +247,7 @@ fn switch_context(
         }
     }
     Err(format!(
-        "no return into KiSwapContext in the saved stack at {kernel_stack:#x}"
+        "no return into KiSwapContext in the saved stack at {}",
+        crate::model::format_address(kernel_stack, 8)
     ))
 }

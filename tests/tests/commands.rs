@@ -417,6 +417,22 @@ fn torn_data_gives_warnings_and_the_rest_of_the_output() {
             .machine
             .replace_pte(l.dtb, l.peb & !0xfff, frame << 12 | 0x800 | 4 << 5)
             .expect("PEB paged out");
+        // A w3wp thread's user stack page is gone (paged out): its walk ends there.
+        let w3wp = truth
+            .processes
+            .iter()
+            .find(|p| p.image_file_name == "w3wp.exe")
+            .expect("w3wp");
+        let torn = w3wp
+            .threads
+            .iter()
+            .find(|t| t.kernel_stack_resident && t.frames.iter().any(|f| f.user))
+            .expect("a w3wp thread with user frames");
+        let first_user = torn.frames.iter().find(|f| f.user).expect("a user frame");
+        fixture
+            .machine
+            .replace_pte(w3wp.dtb, first_user.child_sp & !0xfff, 0)
+            .expect("user stack page dropped");
         let dump = dir.join(format!("{name}.dmp"));
         write_dump(&fixture, &dump, DumpKind::BitmapFull).expect("dump written");
         let symbols = symbol_dir_with(&table_path, &dir.join(name));
@@ -458,6 +474,38 @@ fn torn_data_gives_warnings_and_the_rest_of_the_output() {
         assert!(
             text.contains(&format!("error 1 InitTypeRead( nt!_PEB at {:016x})", l.peb)),
             "{text}"
+        );
+
+        // The torn stack: the kernel frames and the interrupted user frame, then a warning
+        // naming the missing memory; the commands after it still run.
+        let items = s.run(&format!(
+            ".process /p /r {}\n.thread {}\nk\nlm m ntdll",
+            hex(w3wp.eprocess),
+            hex(torn.ethread)
+        ));
+        let stack = items
+            .iter()
+            .filter_map(|i| match i {
+                OutputItem::Command { command, data, .. } if command == "k" => data.clone(),
+                _ => None,
+            })
+            .next()
+            .expect("k ran");
+        let frames = stack["frames"].as_array().expect("frames");
+        let kernel_frames = torn.frames.iter().filter(|f| !f.user).count();
+        assert_eq!(frames.len(), kernel_frames + 1, "{name}: {stack}");
+        for (g, w) in frames.iter().zip(&torn.frames) {
+            assert_eq!(n(&g["ip"]), w.ip, "{name}");
+        }
+        let stopped = stack["stopped"].as_str().unwrap_or_default();
+        assert!(stopped.contains("not in memory"), "{name}: {stopped}");
+        assert!(
+            render_text(&items).contains("WARNING: stack memory at"),
+            "{name}"
+        );
+        assert!(
+            matches!(items.last(), Some(OutputItem::Command { command, .. }) if command == "lm m ntdll"),
+            "{name}: the command after the torn stack ran"
         );
     }
 }
