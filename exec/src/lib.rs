@@ -407,12 +407,25 @@ impl Interpreter {
     }
 
     /// Names for what the target says about itself: `bugcheck` (the stop code),
-    /// `bugcheck_parameters`, `build`, `processors`, `kernel_base` (the checker's
+    /// `bugcheck_parameters`, `taken_on_demand`, `build`, `processors`, `kernel_base` (the checker's
     /// `kds_lang::check::GLOBALS`; a test keeps the two lists equal).
     pub(crate) fn target_global(&self, name: &str) -> Option<Value> {
         let identity = self.model.target().identity();
         match name {
-            "bugcheck" => identity.bugcheck.map(|b| Value::Int(i128::from(b.code))),
+            // The stop code, named (`bugcheck == 0xE2`, `bugcheck == "MANUALLY_INITIATED_CRASH"`).
+            "bugcheck" => identity.bugcheck.map(|b| {
+                let info = kds_stdlib::bugcheck::decode(b.code, b.parameters);
+                Value::Enum(kds_runtime::model::EnumValue {
+                    type_name: "BUGCHECK_CODE".into(),
+                    value: i64::from(b.code),
+                    name: info.name.map(str::to_string),
+                })
+            }),
+            // The dump was taken on purpose (keyboard, NMI button, live dump): a hang to
+            // analyse, not a crash cause.
+            "taken_on_demand" => identity.bugcheck.map(|b| {
+                Value::Bool(kds_stdlib::bugcheck::decode(b.code, b.parameters).taken_on_demand)
+            }),
             "bugcheck_parameters" => identity.bugcheck.map(|b| {
                 Value::List(
                     b.parameters

@@ -28,6 +28,7 @@ pub const COLLECTIONS: &[&str] = &["processes", "threads", "modules"];
 pub const GLOBALS: &[&str] = &[
     "bugcheck",
     "bugcheck_parameters",
+    "taken_on_demand",
     "build",
     "processors",
     "kernel_base",

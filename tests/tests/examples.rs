@@ -141,6 +141,17 @@ fn every_global_the_checker_accepts_is_defined_and_exit_codes_distinguish_outcom
     assert!(
         matches!(&bugcheck.items[0], OutputItem::Value { value } if value.as_u64() == Some(u64::from(fixture.truth.bugcheck_code)))
     );
+    // The code has its name, and 0xE2 means the dump was taken on demand.
+    assert_eq!(fixture.truth.bugcheck_code, 0xE2);
+    assert_eq!(
+        run_source(
+            "expect bugcheck == \"MANUALLY_INITIATED_CRASH\" && taken_on_demand",
+            &model,
+            &[]
+        )
+        .exit_code(),
+        0
+    );
 
     // 0 success, 1 a failed expectation, 2 a script error, 3 a target error.
     assert_eq!(
