@@ -237,9 +237,15 @@ impl Interpreter {
         result: Result<R, CommandError>,
         span: &Span,
     ) -> Result<Rendered, ExecError> {
-        result
+        let mut rendered = result
             .map(|r| Rendered::of(&r))
-            .map_err(|e| command_error(e, span))
+            .map_err(|e| command_error(e, span))?;
+        // `!sym noisy`: say which modules' symbols the command loaded, before its output.
+        let loads = self.debugger.take_symbol_loads();
+        if !loads.is_empty() {
+            rendered.text = format!("{}\n{}", loads.join("\n"), rendered.text);
+        }
+        Ok(rendered)
     }
 
     /// A command argument's value: numbers as written (hex by default), expressions evaluated.

@@ -27,6 +27,8 @@ pub struct Debugger {
     warnings: Vec<String>,
     /// `.reload` asked for a fresh walk of the kernel's module list.
     reloaded: bool,
+    /// Modules (by base) whose symbol load was already reported in noisy mode.
+    reported_loads: std::collections::HashSet<u64>,
 }
 
 impl std::fmt::Debug for Debugger {
@@ -52,6 +54,7 @@ impl Debugger {
             noisy: false,
             warnings: Vec::new(),
             reloaded: false,
+            reported_loads: std::collections::HashSet::new(),
         }
     }
 
@@ -76,7 +79,44 @@ impl Debugger {
 
     /// `!sym noisy` / `!sym quiet`.
     pub fn set_noisy(&mut self, noisy: bool) {
+        if noisy && !self.noisy {
+            // Loads made while quiet are not reported afterwards.
+            if let Ok(modules) = self.modules() {
+                let loaded = modules.modules().iter().filter(|m| m.symbols_loaded());
+                self.reported_loads.extend(loaded.map(|m| m.base));
+            }
+        }
         self.noisy = noisy;
+    }
+
+    /// In noisy mode, a `DBGHELP:` line for each module whose symbols were loaded since the
+    /// last call (as WinDbg reports loads while a command runs); nothing when quiet.
+    pub fn take_symbol_loads(&mut self) -> Vec<String> {
+        if !self.noisy {
+            return Vec::new();
+        }
+        let Ok(modules) = self.modules() else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for m in modules.modules() {
+            if !m.symbols_loaded() || !self.reported_loads.insert(m.base) {
+                continue;
+            }
+            lines.push(match m.symbols().source {
+                kds_runtime::symbolize::SymbolSource::Pdb => {
+                    format!("DBGHELP: {} - public symbols", m.name)
+                }
+                kds_runtime::symbolize::SymbolSource::Export => {
+                    format!("DBGHELP: {} - export symbols", m.name)
+                }
+                kds_runtime::symbolize::SymbolSource::None => format!(
+                    "*** ERROR: Module load completed but symbols could not be loaded for {}\nDBGHELP: {} - no symbols loaded",
+                    m.image_name, m.name
+                ),
+            });
+        }
+        lines
     }
 
     #[must_use]

@@ -509,3 +509,42 @@ fn torn_data_gives_warnings_and_the_rest_of_the_output() {
         );
     }
 }
+
+/// `!sym noisy` reports each module whose symbols a command loads, once, before its output.
+#[test]
+fn noisy_symbols_report_each_load_once() {
+    let dir = scratch_dir("commands-noisy");
+    let (name, table_path) = x64_tables().into_iter().next().expect("a table");
+    let (fixture, dump) = fixture_dump(&table_path, 1, DumpKind::BitmapFull, &dir, "noisy.dmp");
+    let symbols = symbol_dir_with(&table_path, &dir.join(name));
+    let mut s = Session::new(model_for(&dump, &symbols));
+    let l = lsass(&fixture.truth);
+    let t = l
+        .threads
+        .iter()
+        .find(|t| t.kernel_stack_resident && t.frames.iter().any(|f| f.user))
+        .expect("a thread with user frames");
+    let items = s.run(&format!(
+        "!sym noisy\n.process /p /r {}\n.thread {}\nk\nk",
+        hex(l.eprocess),
+        hex(t.ethread)
+    ));
+    let texts: Vec<&str> = items
+        .iter()
+        .filter_map(|i| match i {
+            OutputItem::Command { command, text, .. } if command == "k" => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 2);
+    // Every module of a user frame is reported by its symbol source, the first time only.
+    for module in ["ntdll", "KERNELBASE"] {
+        assert!(
+            texts[0].contains(&format!("DBGHELP: {module} - export symbols")),
+            "{}",
+            texts[0]
+        );
+    }
+    assert!(texts[0].contains("DBGHELP: lsass - no symbols loaded"));
+    assert!(!texts[1].contains("DBGHELP"), "{}", texts[1]);
+}
