@@ -97,8 +97,15 @@ impl Walker<'_> {
         depth: usize,
         selection: &[Vec<&str>],
     ) -> Result<(), CommandError> {
-        let ut = self.table.user_type(type_name)?.clone();
-        for field in &ut.fields {
+        let mut fields = self.table.user_type(type_name)?.fields.clone();
+        // Bitfields sharing their storage come in bit order, then the whole-storage member
+        // of the same union (`ProcessFlags`), as `dt` lists them.
+        let bit = |ty: &TypeRef| match ty {
+            TypeRef::Bitfield { position, .. } => *position,
+            _ => u32::MAX,
+        };
+        fields.sort_by_key(|f| (f.offset, bit(&f.ty)));
+        for field in &fields {
             let chosen: Vec<Vec<&str>> = selection
                 .iter()
                 .filter(|path| {

@@ -311,6 +311,34 @@ fn check_memory_and_symbols(s: &mut Session, truth: &GroundTruth, table: &Symbol
         "{shown}"
     );
 
+    // A layout: every field of the table's type, at its offset, bitfields in bit order.
+    let layout = s.data("dt nt!_KTHREAD");
+    let lines = layout["lines"].as_array().expect("lines");
+    let ut = table.user_type("_KTHREAD").expect("_KTHREAD");
+    assert_eq!(lines.len(), ut.fields.len());
+    for l in lines {
+        let name = l["name"].as_str().expect("name");
+        assert_eq!(
+            n(&l["offset"]),
+            table.offset_of("_KTHREAD", name).expect("field"),
+            "{name}"
+        );
+    }
+    let position = |l: &Json| {
+        l["type_text"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("Pos "))
+            .and_then(|t| t.split(',').next())
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    for pair in lines.windows(2) {
+        if let (Some(a), Some(b)) = (position(&pair[0]), position(&pair[1])) {
+            if pair[0]["offset"] == pair[1]["offset"] {
+                assert!(a < b, "{} before {}", pair[0]["name"], pair[1]["name"]);
+            }
+        }
+    }
+
     let bugcheck = s.data(".bugcheck");
     assert_eq!(
         n(&bugcheck["bugcheck"]["code"]),
