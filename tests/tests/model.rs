@@ -94,7 +94,7 @@ fn text_or_null(s: &str) -> Value {
     }
 }
 
-fn check_process(name: &str, row: &Object, t: &ProcessTruth, handles_known: bool) {
+fn check_process(name: &str, row: &Object, t: &ProcessTruth) {
     let ctx = format!("{name} pid {}", t.pid);
     assert_eq!(row.address(), t.eprocess, "{ctx}");
     assert_eq!(field(row, "pid"), int(t.pid), "{ctx}");
@@ -125,7 +125,8 @@ fn check_process(name: &str, row: &Object, t: &ProcessTruth, handles_known: bool
         t.session_id.map_or(Value::Null, |s| int(u64::from(s))),
         "{ctx}"
     );
-    let expected_handles = if handles_known && t.object_table != 0 {
+    // Windows 7 keeps `HandleCount`; later builds' tables are counted entry by entry.
+    let expected_handles = if t.object_table != 0 {
         int(u64::from(t.handle_count))
     } else {
         Value::Null
@@ -143,13 +144,8 @@ fn process_rows_equal_truth_on_every_build() {
         let rows = model.processes().expect("processes");
         assert!(rows.warnings.is_empty(), "{}: {:?}", b.name, rows.warnings);
         assert_eq!(rows.rows.len(), truth.processes.len(), "{}", b.name);
-        let handles_known = b
-            .fixture
-            .table
-            .field("_HANDLE_TABLE", "HandleCount")
-            .is_ok();
         for (row, t) in rows.rows.iter().zip(&truth.processes) {
-            check_process(b.name, row, t, handles_known);
+            check_process(b.name, row, t);
         }
         // Friendly names first, then every raw field of _EPROCESS.
         let names = rows.rows[0].field_names();
@@ -548,4 +544,88 @@ fn rows_serialize_and_display() {
             t.eprocess & 0xFFFF_FFFF
         )
     );
+}
+
+#[test]
+fn handle_table_walks_find_every_truth_handle_on_every_build() {
+    use kds_runtime::model::handles::{walk_handle_table, HandleTableLayout};
+    for b in builds() {
+        let model = model(b);
+        let layout = HandleTableLayout::from_table(&b.fixture.table).expect("layout");
+        let space = model.kernel_space();
+        let mut levels = std::collections::BTreeSet::new();
+        for t in b
+            .fixture
+            .truth
+            .processes
+            .iter()
+            .filter(|p| p.object_table != 0)
+        {
+            let mut seen = Vec::new();
+            let walk = walk_handle_table(space, &layout, t.object_table, |e| {
+                seen.push((e.handle, e.object_header));
+            })
+            .unwrap_or_else(|e| panic!("{} pid {}: {e}", b.name, t.pid));
+            let truth: Vec<(u64, u64)> = t.handles.iter().map(|h| (h.handle, h.header)).collect();
+            assert_eq!(seen, truth, "{} pid {}", b.name, t.pid);
+            assert_eq!(walk.in_use, u64::from(t.handle_count));
+            levels.insert(walk.levels);
+        }
+        assert_eq!(levels.into_iter().collect::<Vec<_>>(), [0, 1], "{}", b.name);
+    }
+}
+
+#[test]
+fn an_unreadable_handle_page_makes_the_count_unknown() {
+    for b in builds() {
+        if b.fixture
+            .table
+            .field("_HANDLE_TABLE", "HandleCount")
+            .is_ok()
+        {
+            continue; // Windows 7 reads its counter, not the pages.
+        }
+        let original = std::fs::read(&b.dump).expect("dump");
+        let code_at = b
+            .fixture
+            .table
+            .offset_of("_HANDLE_TABLE", "TableCode")
+            .unwrap();
+        let t = b
+            .fixture
+            .truth
+            .processes
+            .iter()
+            .find(|p| p.handle_count > 1000)
+            .expect("a process with a level-1 table");
+        // The first pointer of the level-1 page now names a page no one mapped: 8 GiB into
+        // the paged pool's 16 GiB region, far past anything allocated.
+        let model = model(b);
+        let code = model
+            .kernel_space()
+            .read_u64(t.object_table + code_at)
+            .expect("TableCode");
+        assert_eq!(code & 3, 1);
+        let nowhere = b.fixture.kernel.paged_pool.cursor() + 0x2_0000_0000;
+        let patched = patched(b, &original, code & !3, nowhere);
+        let model = model_of_bytes(b, patched);
+        let rows = model.processes().expect("processes");
+        let row = rows
+            .rows
+            .iter()
+            .find(|r| r.address() == t.eprocess)
+            .expect("the process");
+        assert_eq!(field(row, "handles"), Value::Null, "{}", b.name);
+        // The others still count.
+        let other = rows
+            .rows
+            .iter()
+            .zip(&b.fixture.truth.processes)
+            .find(|(_, p)| p.object_table != 0 && p.pid != t.pid)
+            .expect("another process");
+        assert_eq!(
+            field(other.0, "handles"),
+            int(u64::from(other.1.handle_count))
+        );
+    }
 }

@@ -1,11 +1,12 @@
 //! Independent readers see in our fixture dumps what the builder put there.
 //!
-//! Volatility 3 (`windows.info`, `windows.pslist`, `windows.modules`) finds the kernel in the
-//! fixtures the way it finds it in Windows' own dumps, with nothing special-cased: the
-//! self-referencing system PML4 in low memory, KUSER_SHARED_DATA at 0xFFFFF780`00000000 and
-//! 0x7FFE0000, the processor start block, a decoded KDBG whose KernBase leads to an MZ image
-//! with the table's RSDS record, and the table's globals. The C++ kdmp-parser (its Python
-//! bindings) reads all three dump kinds.
+//! Volatility 3 (`windows.info`, `windows.pslist`, `windows.modules`, `windows.handles`) finds
+//! the kernel in the fixtures the way it finds it in Windows' own dumps, with nothing
+//! special-cased: the self-referencing system PML4 in low memory, KUSER_SHARED_DATA at
+//! 0xFFFFF780`00000000 and 0x7FFE0000, the processor start block, a decoded KDBG whose KernBase
+//! leads to an MZ image with the table's RSDS record, and the table's globals (for handles:
+//! `ObTypeIndexTable` and the `_OBJECT_TYPE` names, `ObHeaderCookie`). The C++ kdmp-parser (its
+//! Python bindings) reads all three dump kinds.
 //!
 //! Both readers live in `<repo>/.venv`, which `.ci/venv.sh` creates (CI runs it). Without the
 //! venv these tests fail: run `bash .ci/venv.sh`.
@@ -13,9 +14,14 @@
 use kds_e2e::{scratch_dir, x64_tables};
 use kds_fixture::dumpfile::{dump_pfns, write_dump, DumpKind};
 use kds_fixture::{build, Fixture, FixtureSpec};
+use kds_runtime::mmu::X64;
+use kds_runtime::model::ModelContext;
+use kds_runtime::target::{DumpTarget, Target};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 /// Virtual addresses as Volatility prints them: the 48 bits its layer works with.
 const VA_MASK: u64 = 0xFFFF_FFFF_FFFF;
@@ -306,6 +312,124 @@ fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
             .collect();
         for h in handles {
             if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// kds's `handles` field of each process, by PID, read from `dump`.
+fn kds_handle_counts(f: &Fixture, dump: &Path) -> HashMap<u64, Option<u64>> {
+    let target: Arc<dyn Target> = Arc::new(DumpTarget::open(dump).expect("dump opens"));
+    let dtb = target.identity().directory_table_base;
+    let model = ModelContext::new(
+        target,
+        &X64,
+        dtb,
+        Arc::new(f.table.clone()),
+        f.truth.kernel_base,
+    );
+    let rows = model.processes().expect("processes");
+    rows.rows
+        .iter()
+        .map(|r| {
+            let pid = r.field("pid").ok().and_then(|v| v.as_u64()).expect("pid");
+            (pid, r.field("handles").expect("handles").as_u64())
+        })
+        .collect()
+}
+
+/// `windows.handles` lists, per process, the handles the fixture opened: same values, object
+/// bodies, types and access masks; its count and kds's equal truth. Volatility skips an entry
+/// whose header's stored `TypeIndex` byte is 0 before decoding it (`if item.TypeIndex != 0`),
+/// which on cookie-encoded builds (`index ^ ObHeaderCookie ^ header >> 8`) is a valid object
+/// one time in 256: those handles, and only those, are expected missing from its list.
+fn check_handles(f: &Fixture, dump: &Path, rows: &[Value], what: &str) {
+    let kds = kds_handle_counts(f, dump);
+    let type_index = f
+        .table
+        .offset_of("_OBJECT_HEADER", "TypeIndex")
+        .expect("TypeIndex");
+    let target = DumpTarget::open(dump).expect("dump opens");
+    let dtb = target.identity().directory_table_base;
+    let space = kds_runtime::mmu::AddressSpace::new(Arc::new(target), &X64, dtb);
+    let mut listed: HashMap<u64, Vec<(u64, u64, String, u64)>> = HashMap::new();
+    for r in rows {
+        listed
+            .entry(r["PID"].as_u64().expect("PID"))
+            .or_default()
+            .push((
+                r["HandleValue"].as_u64().expect("HandleValue"),
+                r["Offset"].as_u64().expect("Offset"),
+                r["Type"].as_str().unwrap_or_default().to_string(),
+                r["GrantedAccess"].as_u64().expect("GrantedAccess"),
+            ));
+    }
+    let mut total = 0;
+    let mut skipped = 0;
+    for p in &f.truth.processes {
+        let ctx = format!("{what}: pid {} ({})", p.pid, p.image_file_name);
+        let mut seen = listed.remove(&p.pid).unwrap_or_default();
+        seen.sort_unstable();
+        if p.object_table == 0 {
+            assert!(seen.is_empty(), "{ctx}: handles without a table");
+            assert_eq!(kds[&p.pid], None, "{ctx}");
+            continue;
+        }
+        assert_eq!(kds[&p.pid], Some(u64::from(p.handle_count)), "{ctx}: kds");
+        let expected: Vec<(u64, u64, String, u64)> = p
+            .handles
+            .iter()
+            .filter(|h| {
+                let stored = space.read_u8(h.header + type_index).expect("TypeIndex");
+                if stored == 0 {
+                    skipped += 1;
+                }
+                stored != 0
+            })
+            .map(|h| (h.handle, h.object & VA_MASK, h.kind.clone(), h.access))
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "{ctx}: (HandleValue, Offset, Type, GrantedAccess)"
+        );
+        total += seen.len();
+    }
+    assert!(listed.is_empty(), "{what}: handles of unknown processes");
+    let truth_total: usize = f.truth.processes.iter().map(|p| p.handles.len()).sum();
+    assert_eq!(total + skipped, truth_total, "{what}");
+    eprintln!(
+        "{what}: windows.handles lists {total} handles, skips {skipped} with TypeIndex byte 0"
+    );
+}
+
+#[test]
+fn volatility_lists_the_handles_kds_counts_on_every_build() {
+    let venv = venv();
+    let dir = scratch_dir("volatility-handles");
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = x64_tables()
+            .into_iter()
+            .map(|(name, table)| {
+                let (dir, venv) = (dir.join(name), venv.clone());
+                scope.spawn(move || {
+                    std::fs::create_dir_all(&dir).expect("case dir");
+                    let fixture =
+                        build(&FixtureSpec::hung_server(&table, SEED)).expect("fixture builds");
+                    let symbols = volatility_symbols(&table, &dir);
+                    let dump = dir.join("bitmap.dmp");
+                    write_dump(&fixture, &dump, DumpKind::BitmapFull).expect("dump written");
+                    let cache = dir.join("cache");
+                    std::fs::create_dir_all(&cache).expect("cache dir");
+                    let rows = vol(&venv, &dump, &symbols, &cache, "windows.handles");
+                    check_handles(&fixture, &dump, &rows, name);
+                    std::fs::remove_file(&dump).ok();
+                })
+            })
+            .collect();
+        for job in jobs {
+            if let Err(panic) = job.join() {
                 std::panic::resume_unwind(panic);
             }
         }

@@ -25,6 +25,7 @@
 
 mod clock;
 mod error;
+pub mod handles;
 mod list;
 mod object;
 mod rows;

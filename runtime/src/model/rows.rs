@@ -6,6 +6,7 @@
 //! `process`) and those needing the clock (`wait_ticks`, `wait_ms`) are `Null` when that
 //! memory cannot be read or the build does not have what they need.
 
+use super::handles::{count_in_use, HandleTableLayout};
 use super::list::{walk_list_raw, ListLayout, ListProblem, ListWarning};
 use super::object::{latin1_until_nul, Object, Pointer, RowKind};
 use super::{ModelContext, ModelError, Value};
@@ -162,15 +163,7 @@ fn process_field(o: &Object, name: &str) -> Result<Value, ModelError> {
         "pid" => Ok(number(o.raw_field("UniqueProcessId")?)),
         "ppid" => Ok(number(o.raw_field("InheritedFromUniqueProcessId")?)),
         "threads" => o.raw_field("ActiveThreads"),
-        "handles" => {
-            if !has_field(o, "_HANDLE_TABLE", "HandleCount") {
-                return Ok(Value::Null);
-            }
-            soft(
-                pointer_field(o, "ObjectTable")
-                    .and_then(|t| t.cast("_HANDLE_TABLE").field("HandleCount")),
-            )
-        }
+        "handles" => handle_count(o),
         "session" => {
             if !has_field(o, o.type_name(), "Session") || !o.table().has_type("_MM_SESSION_SPACE") {
                 return Ok(Value::Null);
@@ -195,6 +188,29 @@ fn process_field(o: &Object, name: &str) -> Result<Value, ModelError> {
             field: other.to_string(),
         }),
     }
+}
+
+/// The process's handle count: `_HANDLE_TABLE.HandleCount` where the build keeps one
+/// (Windows 7), else the in-use entries of the table counted page by page (Windows 8 and
+/// later). `Null` when the table, or any page of it, cannot be read: the count would be a guess.
+fn handle_count(o: &Object) -> Result<Value, ModelError> {
+    if has_field(o, "_HANDLE_TABLE", "HandleCount") {
+        return soft(
+            pointer_field(o, "ObjectTable")
+                .and_then(|t| t.cast("_HANDLE_TABLE").field("HandleCount")),
+        );
+    }
+    let Ok(layout) = HandleTableLayout::from_table(o.table()) else {
+        return Ok(Value::Null);
+    };
+    let table = match soft(pointer_field(o, "ObjectTable").map(Value::Pointer))? {
+        Value::Pointer(p) if !p.is_null() => p.address,
+        _ => return Ok(Value::Null),
+    };
+    Ok(match count_in_use(o.space(), &layout, table) {
+        Ok(n) => Value::uint(n),
+        Err(_) => Value::Null,
+    })
 }
 
 /// An integer field read as a constant of `enum_type`, named by the table (or the fallback).
