@@ -92,6 +92,31 @@ fn check_process_list(s: &mut Session, truth: &GroundTruth) {
     }
 }
 
+fn check_statistics(s: &mut Session, truth: &GroundTruth) {
+    let data = s.data("!process 0 1");
+    for (block, p) in data["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .zip(&truth.processes)
+    {
+        let st = &block["statistics"];
+        let what = &p.image_file_name;
+        assert_eq!(
+            st["device_map"].as_u64().unwrap_or(0),
+            p.device_map,
+            "{what}"
+        );
+        assert_eq!(n(&st["working_set"]), p.working_set, "{what}");
+        assert_eq!(n(&st["peak_working_set"]), p.peak_working_set, "{what}");
+        assert_eq!(n(&st["page_fault_count"]), p.page_faults, "{what}");
+        assert_eq!(n(&st["quota_paged"]), p.quota_paged, "{what}");
+        assert_eq!(n(&st["quota_nonpaged"]), p.quota_nonpaged, "{what}");
+        assert_eq!(n(&st["commit_charge"]), p.commit_charge, "{what}");
+        assert_eq!(n(&st["token"]), p.token, "{what}");
+    }
+}
+
 fn check_threads(s: &mut Session, truth: &GroundTruth) {
     let l = lsass(truth);
     let data = s.data(&format!("!process {} 6", hex(l.eprocess)));
@@ -117,6 +142,7 @@ fn check_threads(s: &mut Session, truth: &GroundTruth) {
         );
         assert_eq!(n(&d["owning_process"]["address"]), l.eprocess);
         assert_eq!(d["owning_process"]["image"], "lsass.exe");
+        assert_eq!(n(&d["device_map"]), l.device_map);
         if t.state == 5 {
             assert_eq!(block["state"]["state"], "waiting");
             assert_eq!(
@@ -380,6 +406,7 @@ fn commands_agree_with_the_fixture_on_every_build() {
         let mut s = Session::new(Arc::clone(&model));
         check_process_list(&mut s, &fixture.truth);
         check_threads(&mut s, &fixture.truth);
+        check_statistics(&mut s, &fixture.truth);
         check_memory_and_symbols(&mut s, &fixture.truth, model.table());
         check_pte(&mut s, &fixture.truth);
         check_stacks(&mut Session::new(Arc::clone(&model)), &fixture.truth);
