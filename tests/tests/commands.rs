@@ -603,3 +603,65 @@ fn noisy_symbols_report_each_load_once() {
     assert!(texts[0].contains("DBGHELP: lsass - no symbols loaded"));
     assert!(!texts[1].contains("DBGHELP"), "{}", texts[1]);
 }
+
+/// A driver's symbols come from the symbol path, found by the PDB identity its RSDS record
+/// names, as the kernel's do; without a table, from its exports.
+#[test]
+fn module_symbols_are_looked_up_by_their_pdb_identity() {
+    let dir = scratch_dir("commands-module-symbols");
+    let (name, table_path) = x64_tables().into_iter().nth(1).expect("a table");
+    let (fixture, dump) = fixture_dump(&table_path, 1, DumpKind::BitmapFull, &dir, "m.dmp");
+    let symbols = symbol_dir_with(&table_path, &dir.join(name));
+    let model = model_for(&dump, &symbols);
+    let driver = fixture
+        .truth
+        .modules
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case("tcpip.sys"))
+        .expect("tcpip.sys is loaded");
+    let pdb = kds_runtime::kernel::image_at(model.kernel_space(), driver.base)
+        .expect("tcpip's headers")
+        .pdb_identity()
+        .expect("tcpip names its PDB")
+        .clone();
+    // A table for tcpip's PDB in the Volatility layout, with two functions.
+    let (first, second) = (0x1040u64, 0x2230u64);
+    let isf = serde_json::json!({
+        "metadata": {
+            "format": "6.1.0",
+            "windows": {"pdb": {"GUID": pdb.guid.to_string(), "age": pdb.age, "database": pdb.name}}
+        },
+        "base_types": {"unsigned long": {"kind": "int", "size": 4, "signed": false, "endian": "little"},
+                       "pointer": {"kind": "int", "size": 8, "signed": false, "endian": "little"}},
+        "user_types": {}, "enums": {},
+        "symbols": {"TcpReceive": {"address": first}, "TcpSendData": {"address": second}}
+    });
+    let store = symbols.join(&pdb.name);
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::write(
+        store.join(format!("{}.json", pdb.isf_stem())),
+        serde_json::to_vec(&isf).expect("json"),
+    )
+    .expect("table written");
+
+    let mut s = Session::new(model);
+    let x = s.data("x tcpip!Tcp*");
+    let found: Vec<(u64, &str)> = x["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| (n(&m["address"]), m["name"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (driver.base + first, "TcpReceive"),
+            (driver.base + second, "TcpSendData")
+        ]
+    );
+    let lm = s.data("lm m tcpip");
+    assert_eq!(lm["modules"][0]["symbols"], "pdb");
+    // A module with no table on the path keeps its exports (or nothing).
+    let lm = s.data("lmv m hal");
+    assert_ne!(lm["modules"][0]["symbols"], "pdb");
+}

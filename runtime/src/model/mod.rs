@@ -41,7 +41,7 @@ pub use value::{EnumValue, GroupKey, Record, Value};
 use crate::kernel::KUSER_SHARED_DATA_X64;
 use crate::mmu::{AddressSpace, PagingSpec};
 use crate::session::Session;
-use crate::symbolize::{kernel_module_map, ModuleMap};
+use crate::symbolize::{kernel_module_map, ModuleMap, PathProvider, SymbolProvider};
 use crate::symbols::SymbolTable;
 use crate::target::Target;
 use crate::unwind::{Lookup, UnwindCache};
@@ -94,6 +94,8 @@ pub struct ModelContext {
     user_modules: Mutex<HashMap<u64, ModuleMap>>,
     /// Function tables read for unwinding, per address space.
     unwind_caches: Mutex<HashMap<u64, UnwindCache>>,
+    /// Where modules other than the kernel find their symbol tables (the session's path).
+    symbol_provider: OnceLock<Arc<dyn SymbolProvider>>,
 }
 
 impl std::fmt::Debug for ModelContext {
@@ -155,6 +157,7 @@ impl ModelContext {
             kernel_modules: OnceLock::new(),
             user_modules: Mutex::new(HashMap::new()),
             unwind_caches: Mutex::new(HashMap::new()),
+            symbol_provider: OnceLock::new(),
         })
     }
 
@@ -170,26 +173,43 @@ impl ModelContext {
             Some(Err(e)) => return Err(ModelError::NoSymbols(e.to_string())),
             None => return Err(ModelError::NoSymbols("the kernel names no PDB".into())),
         };
-        Ok(ModelContext::new(
+        let model = ModelContext::new(
             Arc::clone(&session.target),
             session.kernel_space.spec(),
             session.kernel_space.dtb(),
             table,
             kernel.base,
-        ))
+        );
+        model.set_symbol_provider(Arc::new(PathProvider::new(session.symbol_path.clone())));
+        Ok(model)
+    }
+
+    /// Look modules' symbol tables up through `provider` (once; later calls are ignored).
+    pub fn set_symbol_provider(&self, provider: Arc<dyn SymbolProvider>) {
+        let _ = self.symbol_provider.set(provider);
+    }
+
+    /// Where modules other than the kernel find their symbol tables, if anywhere.
+    #[must_use]
+    pub fn symbol_provider(&self) -> Option<Arc<dyn SymbolProvider>> {
+        self.symbol_provider.get().cloned()
     }
 
     /// Same model with other bounds (the per-DTB cache starts empty).
     #[must_use]
     pub fn relimited(&self, limits: Limits) -> Arc<ModelContext> {
-        ModelContext::with_limits(
+        let model = ModelContext::with_limits(
             Arc::clone(&self.target),
             self.spec,
             self.kernel_space.dtb(),
             Arc::clone(&self.table),
             self.kernel_base,
             limits,
-        )
+        );
+        if let Some(provider) = self.symbol_provider() {
+            model.set_symbol_provider(provider);
+        }
+        model
     }
 
     #[must_use]

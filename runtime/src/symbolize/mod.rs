@@ -6,8 +6,10 @@
 //! none (addresses then print as `module+0xoff`). Symbols are loaded on first use.
 
 mod exports;
+mod provider;
 
 pub use exports::{read_exports, Export, ExportError};
+pub use provider::{PathProvider, SymbolProvider, TableLookup};
 
 use crate::mmu::AddressSpace;
 use crate::model::{ModelContext, ModelError, Object, Rows, Value};
@@ -67,7 +69,11 @@ impl ModuleSymbols {
 #[derive(Clone)]
 enum Provider {
     Table(Arc<SymbolTable>),
-    Exports(Arc<AddressSpace>),
+    /// The image in memory: its PDB through `symbols` when there is one, else its exports.
+    Image {
+        space: Arc<AddressSpace>,
+        symbols: Option<Arc<dyn SymbolProvider>>,
+    },
 }
 
 /// One loaded module.
@@ -119,7 +125,29 @@ impl LoadedModule {
         user: bool,
         space: Arc<AddressSpace>,
     ) -> LoadedModule {
-        LoadedModule::new(image_name, path, base, size, user, Provider::Exports(space))
+        LoadedModule::with_provider(image_name, path, base, size, user, space, None)
+    }
+
+    /// A module whose symbols come from the table `symbols` finds for the PDB its RSDS record
+    /// names, else from its exports; both looked up when first needed.
+    #[must_use]
+    pub fn with_provider(
+        image_name: &str,
+        path: &str,
+        base: u64,
+        size: u64,
+        user: bool,
+        space: Arc<AddressSpace>,
+        symbols: Option<Arc<dyn SymbolProvider>>,
+    ) -> LoadedModule {
+        LoadedModule::new(
+            image_name,
+            path,
+            base,
+            size,
+            user,
+            Provider::Image { space, symbols },
+        )
     }
 
     fn new(
@@ -162,38 +190,26 @@ impl LoadedModule {
     /// The module's symbols, loaded on first use.
     pub fn symbols(&self) -> &ModuleSymbols {
         self.symbols.get_or_init(|| match &self.provider {
-            Provider::Table(table) => {
-                let mut names: Vec<(u64, String)> = table
-                    .symbols()
-                    .map(|(n, rva)| (rva, n.to_string()))
-                    .collect();
-                names.sort();
-                ModuleSymbols {
-                    source: SymbolSource::Pdb,
-                    names,
-                    note: None,
+            Provider::Table(table) => table_symbols(table),
+            Provider::Image { space, symbols } => {
+                let mut note = None;
+                if let Some(provider) = symbols {
+                    match crate::kernel::image_at(space, self.base) {
+                        Ok(image) => match image.pdb_identity() {
+                            Ok(pdb) => {
+                                let lookup = provider.table_for(pdb);
+                                if let Some(table) = lookup.table {
+                                    return table_symbols(&table);
+                                }
+                                note = lookup.error;
+                            }
+                            Err(e) => note = Some(e.to_string()),
+                        },
+                        Err(e) => note = Some(e.to_string()),
+                    }
                 }
+                export_symbols(space, self.base, note)
             }
-            Provider::Exports(space) => match read_exports(space, self.base) {
-                Ok(exports) if !exports.is_empty() => ModuleSymbols {
-                    source: SymbolSource::Export,
-                    names: exports
-                        .into_iter()
-                        .map(|e| (u64::from(e.rva), e.name))
-                        .collect(),
-                    note: None,
-                },
-                Ok(_) => ModuleSymbols {
-                    source: SymbolSource::None,
-                    names: Vec::new(),
-                    note: Some("no symbol table and no exports".into()),
-                },
-                Err(e) => ModuleSymbols {
-                    source: SymbolSource::None,
-                    names: Vec::new(),
-                    note: Some(e.to_string()),
-                },
-            },
         })
     }
 
@@ -211,6 +227,45 @@ impl LoadedModule {
             .iter()
             .find(|(_, n)| n == symbol)
             .map(|(rva, _)| self.base.wrapping_add(*rva))
+    }
+}
+
+/// Every named symbol of a table (`$$N` compiler scopes left out).
+fn table_symbols(table: &SymbolTable) -> ModuleSymbols {
+    let mut names: Vec<(u64, String)> = table
+        .symbols()
+        .filter(|(n, _)| !n.starts_with("$$"))
+        .map(|(n, rva)| (rva, n.to_string()))
+        .collect();
+    names.sort();
+    ModuleSymbols {
+        source: SymbolSource::Pdb,
+        names,
+        note: None,
+    }
+}
+
+/// A module's exports as its symbols; `note` says why no table was used.
+fn export_symbols(space: &AddressSpace, base: u64, note: Option<String>) -> ModuleSymbols {
+    match read_exports(space, base) {
+        Ok(exports) if !exports.is_empty() => ModuleSymbols {
+            source: SymbolSource::Export,
+            names: exports
+                .into_iter()
+                .map(|e| (u64::from(e.rva), e.name))
+                .collect(),
+            note,
+        },
+        Ok(_) => ModuleSymbols {
+            source: SymbolSource::None,
+            names: Vec::new(),
+            note: Some(note.unwrap_or_else(|| "no symbol table and no exports".into())),
+        },
+        Err(e) => ModuleSymbols {
+            source: SymbolSource::None,
+            names: Vec::new(),
+            note: Some(note.map_or_else(|| e.to_string(), |n| format!("{n}; {e}"))),
+        },
     }
 }
 
@@ -343,13 +398,14 @@ pub fn kernel_module_map(model: &Arc<ModelContext>) -> Result<(ModuleMap, Rows),
             Some(Arc::new(if base == model.kernel_base() {
                 LoadedModule::with_table(&image_name, &path, base, size, Arc::clone(model.table()))
             } else {
-                LoadedModule::with_exports(
+                LoadedModule::with_provider(
                     &image_name,
                     &path,
                     base,
                     size,
                     false,
                     Arc::clone(&space),
+                    model.symbol_provider(),
                 )
             }))
         })
@@ -369,13 +425,14 @@ pub fn user_module_map(
         .iter()
         .filter_map(|row| {
             let (image_name, path, base, size) = loader_entry(row)?;
-            Some(Arc::new(LoadedModule::with_exports(
+            Some(Arc::new(LoadedModule::with_provider(
                 &image_name,
                 &path,
                 base,
                 size,
                 true,
                 Arc::clone(&space),
+                model.symbol_provider(),
             )))
         })
         .collect();
