@@ -145,6 +145,14 @@ impl Interpreter {
                 self.std(r, span)
             }
             "dt" => self.dt_cmd(&args, span),
+            "r" => {
+                let name = match args.positional.first() {
+                    Some(a) => Some(self.word_arg(a)?),
+                    None => None,
+                };
+                let r = kds_stdlib::registers::r_command(&mut self.debugger, name.as_deref());
+                self.std(r, span)
+            }
             "!vm" => {
                 let flags = match args.positional.first() {
                     Some(a) => u32::try_from(self.address_arg(a)?).map_err(|_| {
@@ -337,6 +345,7 @@ impl Interpreter {
     fn word_arg(&mut self, arg: &CommandArg) -> Result<String, ExecError> {
         Ok(match &arg.kind {
             CommandArgKind::Word(w) => w.clone(),
+            CommandArgKind::Register(r) => r.clone(),
             CommandArgKind::Qualified { module, name } => format!("{module}!{name}"),
             CommandArgKind::Number(n) => format!("{n:x}"),
             kind => match self.argument_value(kind, &arg.span)? {

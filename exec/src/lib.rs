@@ -483,12 +483,28 @@ impl Interpreter {
                 .implicit_process(span)?
                 .field("Peb")
                 .map_err(|e| ExecError::from_model(&e, span)),
-            other => Err(ExecError::script(
-                format!(
-                    "register `@{other}` is not available in this version (known: @$proc, @$peb)"
-                ),
-                span,
-            )),
+            "$thread" => self
+                .debugger
+                .implicit_thread()
+                .map(Value::Object)
+                .map_err(|e| commands::command_error(e, span)),
+            other => {
+                let registers = kds_stdlib::registers::r_command(&mut self.debugger, Some(other))
+                    .map_err(|e| match e {
+                        kds_stdlib::CommandError::Usage(_) => ExecError::script(
+                            format!("unknown register `@{other}` (known: @$proc, @$peb, @$thread, x64 integer registers and rip)"),
+                            span,
+                        ),
+                        e => commands::command_error(e, span),
+                    })?;
+                match registers.registers.first().and_then(|r| r.value) {
+                    Some(v) => Ok(Value::Int(i128::from(v))),
+                    None => Err(ExecError::target(
+                        format!("@{other} was not saved for this thread (only the context switch's registers are known)"),
+                        span,
+                    )),
+                }
+            }
         }
     }
 

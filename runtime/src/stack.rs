@@ -154,6 +154,15 @@ fn is_user_address(address: u64) -> bool {
     address >> 63 == 0
 }
 
+/// The registers a thread's stack walk starts from (`r` shows them): the processor's for a
+/// running thread, the saved switch context for the others. Registers nothing saved are
+/// unknown.
+pub fn thread_context(model: &Arc<ModelContext>, thread: &Object) -> Result<Context, String> {
+    let kernel = model.kernel_module_map()?;
+    let space = Arc::clone(thread.space());
+    start_context(model, thread, &space, &kernel)
+}
+
 /// Where the walk starts.
 fn start_context(
     model: &Arc<ModelContext>,

@@ -14,6 +14,7 @@ mod pattern;
 pub mod peb;
 pub mod process;
 pub mod pte;
+pub mod registers;
 pub mod report;
 pub mod stack;
 pub mod switch;

@@ -252,6 +252,31 @@ fn check_stacks(s: &mut Session, truth: &GroundTruth) {
         .expect("a resident lsass thread");
     s.run(&format!(".thread {}", hex(t.ethread)));
     check_frames(&s.data("k"), t, true, "k");
+    // `r` shows the registers the walk starts from: frame 0's.
+    let r = s.data("r");
+    let reg = |name: &str| {
+        r["registers"]
+            .as_array()
+            .expect("registers")
+            .iter()
+            .find(|x| x["name"] == name)
+            .and_then(|x| x["value"].as_u64())
+    };
+    assert_eq!(reg("rip"), Some(t.frames[0].ip));
+    assert_eq!(reg("rsp"), Some(t.frames[0].child_sp));
+    // And for the thread running on processor 0, the dump's context.
+    let running = truth
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .find(|t| t.processor == Some(0))
+        .expect("a thread on processor 0");
+    s.run(&format!(".thread {}", hex(running.ethread)));
+    let rip = s.data("r rip");
+    assert_eq!(
+        rip["registers"][0]["value"].as_u64(),
+        running.frames.first().map(|f| f.ip)
+    );
 }
 
 fn check_peb(s: &mut Session, truth: &GroundTruth) {
