@@ -145,6 +145,14 @@ impl Interpreter {
                 self.std(r, span)
             }
             "dt" => self.dt_cmd(&args, span),
+            "ln" => {
+                let Some(arg) = args.positional.first() else {
+                    return Err(ExecError::script("`ln` needs an address", span));
+                };
+                let address = self.address_arg(arg)?;
+                let r = xsym::ln_command(&mut self.debugger, address);
+                self.std(r, span)
+            }
             "r" => {
                 let name = match args.positional.first() {
                     Some(a) => Some(self.word_arg(a)?),

@@ -84,3 +84,70 @@ impl Report for SymbolMatches {
         }
     }
 }
+
+/// `ln address`: the symbols around an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NearSymbols {
+    pub address: u64,
+    /// The symbol at or below the address (`module!name`, its address, displacement).
+    pub below: Option<(String, u64)>,
+    /// The next symbol above it.
+    pub above: Option<(String, u64)>,
+    pub exact: bool,
+    #[serde(skip)]
+    pub pointer_size: u64,
+}
+
+/// `ln address`.
+pub fn ln_command(dbg: &mut Debugger, address: u64) -> Result<NearSymbols, CommandError> {
+    let ps = dbg.pointer_size();
+    let modules = dbg.modules()?;
+    let module = modules.module_at(address).ok_or_else(|| {
+        CommandError::not_found(format!("{} is in no loaded module", pointer(address, ps)))
+    })?;
+    let names = &module.symbols().names;
+    let rva = address - module.base;
+    let i = names.partition_point(|(r, _)| *r <= rva);
+    let below = i
+        .checked_sub(1)
+        .and_then(|j| names.get(j))
+        .map(|(r, n)| (format!("{}!{n}", module.name), module.base + r));
+    let above = names
+        .get(i)
+        .map(|(r, n)| (format!("{}!{n}", module.name), module.base + r));
+    Ok(NearSymbols {
+        address,
+        exact: below.as_ref().is_some_and(|(_, a)| *a == address),
+        below,
+        above,
+        pointer_size: ps,
+    })
+}
+
+impl Report for NearSymbols {
+    fn render(&self, out: &mut String) {
+        let ps = self.pointer_size;
+        let side = |s: &Option<(String, u64)>| {
+            s.as_ref().map(|(name, at)| {
+                let off = if *at < self.address && s == &self.below {
+                    format!("+{:#x}", self.address - at)
+                } else {
+                    String::new()
+                };
+                format!("({})   {name}{off}", pointer(*at, ps))
+            })
+        };
+        let line = match (side(&self.below), side(&self.above)) {
+            (Some(b), Some(a)) => format!("{b}   |  {a}"),
+            (Some(b), None) => b,
+            (None, Some(a)) => format!("|  {a}"),
+            (None, None) => "No symbols near this address".to_string(),
+        };
+        let _ = writeln!(out, "{line}");
+        if self.exact {
+            if let Some((name, _)) = &self.below {
+                let _ = writeln!(out, "Exact matches:\n    {name} (<no parameter info>)");
+            }
+        }
+    }
+}

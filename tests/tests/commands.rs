@@ -331,6 +331,10 @@ fn check_peb(s: &mut Session, truth: &GroundTruth) {
 fn check_memory_and_symbols(s: &mut Session, truth: &GroundTruth, table: &SymbolTable) {
     let x = s.data("x nt!PsActiveProcessHead");
     assert_eq!(n(&x["matches"][0]["address"]), truth.ps_active_process_head);
+    let ln = s.data(&format!("ln {}", hex(truth.ps_active_process_head + 8)));
+    assert_eq!(ln["below"][0], "nt!PsActiveProcessHead");
+    assert_eq!(n(&ln["below"][1]), truth.ps_active_process_head);
+    assert_eq!(ln["exact"], false);
     let dq = s.data("dq nt!PsActiveProcessHead L2");
     let bytes: Vec<u8> = dq["bytes"]
         .as_array()
