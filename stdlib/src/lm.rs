@@ -24,6 +24,8 @@ pub struct ModuleLine {
     pub user: bool,
     /// `None` while symbols are deferred (not needed yet).
     pub symbols: Option<SymbolSource>,
+    /// The symbol file, for modules with a table.
+    pub symbol_file: Option<String>,
     /// From the image's headers (`lmv`).
     pub timestamp: Option<u32>,
     pub image_size: Option<u32>,
@@ -78,7 +80,13 @@ pub fn lm_command(
         } else {
             None
         };
+        let symbol_file = if symbols.is_some() {
+            m.symbols().file.as_ref().map(|p| p.display().to_string())
+        } else {
+            None
+        };
         lines.push(ModuleLine {
+            symbol_file,
             start: m.base,
             end: m.end(),
             name: m.name.clone(),
@@ -115,10 +123,10 @@ impl Report for ModuleList {
                 Some(SymbolSource::None) => "(no symbols)",
                 None => "(deferred)",
             };
-            let file = if m.symbols == Some(SymbolSource::Export) {
-                m.image_name.as_str()
-            } else {
-                ""
+            let file = match (&m.symbols, &m.symbol_file) {
+                (Some(SymbolSource::Pdb), Some(path)) => path.as_str(),
+                (Some(SymbolSource::Export), _) => m.image_name.as_str(),
+                _ => "",
             };
             let line = format!(
                 "{} {}   {:<10} {:<22} {file}",

@@ -96,6 +96,8 @@ pub struct ModelContext {
     unwind_caches: Mutex<HashMap<u64, UnwindCache>>,
     /// Where modules other than the kernel find their symbol tables (the session's path).
     symbol_provider: OnceLock<Arc<dyn SymbolProvider>>,
+    /// The file the kernel's table was read from.
+    kernel_symbol_file: OnceLock<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ModelContext {
@@ -158,6 +160,7 @@ impl ModelContext {
             user_modules: Mutex::new(HashMap::new()),
             unwind_caches: Mutex::new(HashMap::new()),
             symbol_provider: OnceLock::new(),
+            kernel_symbol_file: OnceLock::new(),
         })
     }
 
@@ -181,12 +184,21 @@ impl ModelContext {
             kernel.base,
         );
         model.set_symbol_provider(Arc::new(PathProvider::new(session.symbol_path.clone())));
+        if let Some(Ok(loaded)) = &session.symbols {
+            let _ = model.kernel_symbol_file.set(loaded.path.clone());
+        }
         Ok(model)
     }
 
     /// Look modules' symbol tables up through `provider` (once; later calls are ignored).
     pub fn set_symbol_provider(&self, provider: Arc<dyn SymbolProvider>) {
         let _ = self.symbol_provider.set(provider);
+    }
+
+    /// The file the kernel's table was read from, when known.
+    #[must_use]
+    pub fn kernel_symbol_file(&self) -> Option<std::path::PathBuf> {
+        self.kernel_symbol_file.get().cloned()
     }
 
     /// Where modules other than the kernel find their symbol tables, if anywhere.

@@ -50,6 +50,8 @@ pub struct ModuleSymbols {
     pub names: Vec<(u64, String)>,
     /// Why a better source was not used (a failed export read), for `!sym noisy`.
     pub note: Option<String>,
+    /// The symbol file the names came from (`lm` shows it).
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl ModuleSymbols {
@@ -89,6 +91,8 @@ pub struct LoadedModule {
     /// A user-mode module (from a PEB loader list).
     pub user: bool,
     provider: Provider,
+    /// For a module given its table: the file it was read from.
+    table_file: Option<std::path::PathBuf>,
     symbols: OnceLock<ModuleSymbols>,
 }
 
@@ -171,8 +175,16 @@ impl LoadedModule {
             size,
             user,
             provider,
+            table_file: None,
             symbols: OnceLock::new(),
         }
+    }
+
+    /// Record the file the module's table came from (shown by `lm`).
+    #[must_use]
+    pub fn from_file(mut self, file: Option<std::path::PathBuf>) -> LoadedModule {
+        self.table_file = file;
+        self
     }
 
     /// Whether `address` lies in the image.
@@ -190,7 +202,11 @@ impl LoadedModule {
     /// The module's symbols, loaded on first use.
     pub fn symbols(&self) -> &ModuleSymbols {
         self.symbols.get_or_init(|| match &self.provider {
-            Provider::Table(table) => table_symbols(table),
+            Provider::Table(table) => {
+                let mut symbols = table_symbols(table);
+                symbols.file = self.table_file.clone();
+                symbols
+            }
             Provider::Image { space, symbols } => {
                 let mut note = None;
                 if let Some(provider) = symbols {
@@ -199,7 +215,9 @@ impl LoadedModule {
                             Ok(pdb) => {
                                 let lookup = provider.table_for(pdb);
                                 if let Some(table) = lookup.table {
-                                    return table_symbols(&table);
+                                    let mut symbols = table_symbols(&table);
+                                    symbols.file = lookup.path;
+                                    return symbols;
                                 }
                                 note = lookup.error;
                             }
@@ -242,6 +260,7 @@ fn table_symbols(table: &SymbolTable) -> ModuleSymbols {
         source: SymbolSource::Pdb,
         names,
         note: None,
+        file: None,
     }
 }
 
@@ -255,16 +274,19 @@ fn export_symbols(space: &AddressSpace, base: u64, note: Option<String>) -> Modu
                 .map(|e| (u64::from(e.rva), e.name))
                 .collect(),
             note,
+            file: None,
         },
         Ok(_) => ModuleSymbols {
             source: SymbolSource::None,
             names: Vec::new(),
             note: Some(note.unwrap_or_else(|| "no symbol table and no exports".into())),
+            file: None,
         },
         Err(e) => ModuleSymbols {
             source: SymbolSource::None,
             names: Vec::new(),
             note: Some(note.map_or_else(|| e.to_string(), |n| format!("{n}; {e}"))),
+            file: None,
         },
     }
 }
@@ -397,6 +419,7 @@ pub fn kernel_module_map(model: &Arc<ModelContext>) -> Result<(ModuleMap, Rows),
             let (image_name, path, base, size) = loader_entry(row)?;
             Some(Arc::new(if base == model.kernel_base() {
                 LoadedModule::with_table(&image_name, &path, base, size, Arc::clone(model.table()))
+                    .from_file(model.kernel_symbol_file())
             } else {
                 LoadedModule::with_provider(
                     &image_name,
@@ -477,6 +500,7 @@ mod tests {
             source: SymbolSource::Export,
             names: vec![(0x100, "A".into()), (0x200, "B".into())],
             note: None,
+            file: None,
         };
         assert_eq!(s.nearest(0x80), None);
         assert_eq!(s.nearest(0x100), Some(("A", 0)));
@@ -486,6 +510,7 @@ mod tests {
             source: SymbolSource::Export,
             names: vec![(0x100, "NtWait".into()), (0x100, "ZwWait".into())],
             note: None,
+            file: None,
         };
         assert_eq!(aliases.nearest(0x114), Some(("NtWait", 0x14)));
     }

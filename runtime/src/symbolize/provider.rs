@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 #[derive(Debug, Clone, Default)]
 pub struct TableLookup {
     pub table: Option<Arc<SymbolTable>>,
+    /// The file the table was read from.
+    pub path: Option<std::path::PathBuf>,
     /// Why there is no table (not found, unreadable, mismatched), for `!sym noisy`.
     pub error: Option<String>,
 }
@@ -50,10 +52,12 @@ impl SymbolProvider for PathProvider {
         let lookup = match load_symbols(&self.path, pdb) {
             Ok(loaded) => TableLookup {
                 table: Some(Arc::new(loaded.table)),
+                path: Some(loaded.path),
                 error: None,
             },
             Err(e) => TableLookup {
                 table: None,
+                path: None,
                 error: Some(e.to_string()),
             },
         };
