@@ -1,0 +1,147 @@
+//! PDBs built by clang and lld-link from the shared ISF tables read back, through kds's PDB
+//! loader, to the same layouts the ISF loader gives; symbols come back at the RVAs the
+//! linker's map records.
+
+use kds_pdbgen::{generate, map_publics, require_toolchain, PdbRequest};
+use kds_runtime::symbols::{load_isf_file, load_pdb_file, SymbolTable};
+use std::path::PathBuf;
+
+const TABLES: [&str; 3] = [
+    "339E74133576439CBCDF7E0229DA3773-1.json.xz",
+    "68A17FAF3012B7846079AEECDBE0A583-1.json.xz",
+    "C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz",
+];
+
+const TYPES: [&str; 16] = [
+    "_EPROCESS",
+    "_KTHREAD",
+    "_ETHREAD",
+    "_KPRCB",
+    "_PEB",
+    "_LDR_DATA_TABLE_ENTRY",
+    "_HANDLE_TABLE_ENTRY",
+    "_HANDLE_TABLE",
+    "_KTRAP_FRAME",
+    "_MMPFN",
+    "_POOL_HEADER",
+    "_KPCR",
+    "_OBJECT_HEADER",
+    "_TEB",
+    "_MMVAD",
+    "_KUSER_SHARED_DATA",
+];
+
+const GLOBALS: [&str; 4] = [
+    "PsActiveProcessHead",
+    "PsLoadedModuleList",
+    "KdDebuggerDataBlock",
+    "MmPfnDatabase",
+];
+
+const FUNCTIONS: [&str; 4] = [
+    "KiSwapContext",
+    "KeBugCheckEx",
+    "NtCreateFile",
+    "PspCreateProcess",
+];
+
+fn table(name: &str) -> SymbolTable {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/symbols/ntkrnlmp.pdb")
+        .join(name);
+    load_isf_file(&path).expect("shared table loads")
+}
+
+fn toolchain() {
+    if let Err(e) = require_toolchain() {
+        panic!("{e}");
+    }
+}
+
+/// Every defined type and enum of `pdb` equals the ISF table's, field by field.
+fn assert_same_layouts(isf: &SymbolTable, pdb: &SymbolTable, types: &[String], enums: &[String]) {
+    for name in types {
+        let want = isf.user_type(name).expect("ISF type");
+        let got = pdb
+            .user_type(name)
+            .unwrap_or_else(|e| panic!("{name} missing from the PDB: {e}"));
+        assert_eq!(got.size, want.size, "size of {name}");
+        assert_eq!(got.kind, want.kind, "kind of {name}");
+        for (g, w) in got.fields.iter().zip(&want.fields) {
+            assert_eq!(g, w, "field of {name}");
+        }
+        assert_eq!(got.fields.len(), want.fields.len(), "field count of {name}");
+    }
+    for name in enums {
+        assert_eq!(
+            pdb.enum_type(name).expect("enum in PDB"),
+            isf.enum_type(name).expect("enum in ISF"),
+            "enum {name}"
+        );
+    }
+}
+
+#[test]
+fn kernel_types_from_a_real_pdb_equal_the_isf_tables() {
+    toolchain();
+    for file in TABLES {
+        let isf = table(file);
+        let wanted: Vec<&str> = TYPES.iter().copied().filter(|t| isf.has_type(t)).collect();
+        let request = PdbRequest::new("kds_layouts", &isf)
+            .types(wanted.iter().copied())
+            .enums([
+                "_KWAIT_REASON",
+                "_POOL_TYPE",
+                "_MODE",
+                "_EXCEPTION_DISPOSITION",
+            ])
+            .globals(GLOBALS)
+            .functions(FUNCTIONS);
+        let built = generate(&request).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            built.source.skipped.is_empty(),
+            "{file}: skipped {:?}",
+            built.source.skipped
+        );
+        for t in &wanted {
+            assert!(built.source.types.contains(*t), "{file}: {t} emitted");
+        }
+        let pdb = load_pdb_file(&built.pdb).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            pdb.identity(),
+            Some(&built.identity),
+            "{file}: RSDS names this PDB"
+        );
+        assert_eq!(pdb.pointer_size(), 8);
+        let types: Vec<String> = built.source.types.iter().cloned().collect();
+        let enums: Vec<String> = built.source.enums.iter().cloned().collect();
+        assert!(types.len() > 50, "{file}: {} types", types.len());
+        assert!(
+            enums.contains(&"_KWAIT_REASON".to_string()),
+            "{file}: enums {enums:?}"
+        );
+        assert_same_layouts(&isf, &pdb, &types, &enums);
+
+        // Symbols: the linker's map is the reference, not our loader.
+        let map = map_publics(&std::fs::read_to_string(&built.map).expect("map"));
+        for name in GLOBALS.iter().chain(FUNCTIONS.iter()) {
+            let want = map.get(*name).unwrap_or_else(|| panic!("{name} in map"));
+            assert_eq!(pdb.symbol_rva(name).expect("symbol"), *want, "{name}");
+        }
+        let mut starts: Vec<u64> = map.values().copied().collect();
+        starts.sort_unstable();
+        for name in FUNCTIONS {
+            let rva = map[name];
+            let f = pdb
+                .function_at(rva)
+                .unwrap_or_else(|| panic!("{name} range"));
+            assert_eq!(f.name, name);
+            assert_eq!(f.rva, rva);
+            assert!(f.len > 0 && f.contains(rva + f.len - 1));
+            let next = starts.iter().copied().find(|&s| s > rva);
+            if let Some(next) = next {
+                assert!(rva + f.len <= next, "{name} ends before the next public");
+            }
+        }
+    }
+}
