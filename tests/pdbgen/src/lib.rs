@@ -186,6 +186,9 @@ impl Emitter<'_> {
                 let c = c_base(n).ok_or_else(|| format!("base type `{n}` has no C spelling"))?;
                 format!("{c} {inner}")
             }
+            TypeRef::User(n) | TypeRef::Enum(n) if !is_identifier(n) => {
+                return Err(format!("`{n}` is not a C identifier"))
+            }
             TypeRef::User(n) => {
                 self.forward.insert(n.clone());
                 format!("{} {n} {inner}", self.tag(n))
@@ -215,6 +218,7 @@ impl Emitter<'_> {
             TypeRef::Base(n) => c_base(n)
                 .map(str::to_string)
                 .ok_or_else(|| format!("base type `{n}` has no C spelling")),
+            TypeRef::Enum(n) if !is_identifier(n) => Err(format!("`{n}` is not a C identifier")),
             TypeRef::Enum(n) => {
                 self.table.enum_type(n).map_err(|e| e.to_string())?;
                 self.enums.insert(n.clone());

@@ -145,3 +145,84 @@ fn kernel_types_from_a_real_pdb_equal_the_isf_tables() {
         }
     }
 }
+
+#[test]
+fn every_type_of_a_kernel_table_round_trips() {
+    toolchain();
+    let isf = table(TABLES[1]);
+    let mut types: Vec<String> = isf.type_names().map(str::to_string).collect();
+    types.sort();
+    let mut enums: Vec<String> = isf.enum_names().map(str::to_string).collect();
+    enums.sort();
+    let request = PdbRequest::new("kds_all", &isf)
+        .types(types.clone())
+        .enums(enums);
+    let built = generate(&request).unwrap_or_else(|e| panic!("{e}"));
+    // Every type is reproduced but those a C++ compiler cannot name (`<unnamed-enum-...>`)
+    // and those with an `HRESULT` member (a PDB base type clang never emits).
+    for (name, why) in &built.source.skipped {
+        assert!(
+            why.contains("is not a C identifier") || why.contains("`HRESULT` has no C spelling"),
+            "{name}: {why}"
+        );
+    }
+    eprintln!(
+        "{} of {} types reproduced, {} enums; skipped: {:?}",
+        built.source.types.len(),
+        types.len(),
+        built.source.enums.len(),
+        built.source.skipped
+    );
+    assert!(
+        built.source.skipped.len() < 20,
+        "{:?}",
+        built.source.skipped
+    );
+    assert!(built.source.types.len() + 20 > types.len());
+    let pdb = load_pdb_file(&built.pdb).unwrap_or_else(|e| panic!("{e}"));
+    let defined: Vec<String> = built.source.types.iter().cloned().collect();
+    let enums: Vec<String> = built.source.enums.iter().cloned().collect();
+    assert!(enums.len() > 250, "{} enums", enums.len());
+    assert_same_layouts(&isf, &pdb, &defined, &enums);
+}
+
+#[test]
+fn truncated_and_garbled_pdbs_are_errors_not_panics() {
+    toolchain();
+    let isf = table(TABLES[1]);
+    let request = PdbRequest::new("kds_corrupt", &isf)
+        .types(["_EPROCESS", "_HANDLE_TABLE_ENTRY"])
+        .globals(GLOBALS)
+        .functions(FUNCTIONS);
+    let built = generate(&request).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = std::fs::read(&built.pdb).expect("pdb");
+    let parts = kds_runtime::symbols::PdbParts::ALL;
+    let origin = "copy.pdb";
+    // Truncated at many lengths: never a panic; the error names the file.
+    let mut errors = 0;
+    for len in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
+        match kds_runtime::symbols::parse_pdb(&bytes[..len], origin, origin, parts) {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.to_string().contains(origin), "{e}");
+                errors += 1;
+            }
+        }
+    }
+    assert!(errors > 50, "{errors} truncated copies failed");
+    // Garbled: bytes overwritten at pseudo-random places, deterministic.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for round in 0..200 {
+        let mut copy = bytes.clone();
+        for _ in 0..(1 + round % 16) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let at = (seed % copy.len() as u64) as usize;
+            copy[at] = (seed >> 32) as u8;
+        }
+        if let Err(e) = kds_runtime::symbols::parse_pdb(&copy, origin, origin, parts) {
+            assert!(e.to_string().contains(origin), "{e}");
+        }
+    }
+}
