@@ -290,14 +290,10 @@ impl<'t> TypeReader<'_, 't> {
                 let def = self.definition(index);
                 let data = self.parse(def)?;
                 match data {
-                    TypeData::Class(c) => {
-                        TypeRef::User(self.user_name(def, &c.name.to_string().into_owned()))
-                    }
-                    TypeData::Union(u) => {
-                        TypeRef::User(self.user_name(def, &u.name.to_string().into_owned()))
-                    }
+                    TypeData::Class(c) => TypeRef::User(self.user_name(def, &c.name.to_string())),
+                    TypeData::Union(u) => TypeRef::User(self.user_name(def, &u.name.to_string())),
                     TypeData::Enumeration(e) => {
-                        TypeRef::Enum(self.user_name(def, &e.name.to_string().into_owned()))
+                        TypeRef::Enum(self.user_name(def, &e.name.to_string()))
                     }
                     _ => return Err(format!("type {:#x} changed kind", def.0)),
                 }
@@ -439,7 +435,7 @@ fn read_types<'s>(
         let data = reader.parse(index).map_err(invalid)?;
         match data {
             TypeData::Class(c) => {
-                let name = reader.user_name(index, &c.name.to_string().into_owned());
+                let name = reader.user_name(index, &c.name.to_string());
                 let kind = match c.kind {
                     pdb::ClassKind::Struct | pdb::ClassKind::Interface => TypeKind::Struct,
                     pdb::ClassKind::Class => TypeKind::Class,
@@ -459,7 +455,7 @@ fn read_types<'s>(
                 );
             }
             TypeData::Union(u) => {
-                let name = reader.user_name(index, &u.name.to_string().into_owned());
+                let name = reader.user_name(index, &u.name.to_string());
                 let fields = read_fields(&mut reader, u.fields).map_err(invalid)?;
                 user_types.insert(
                     name.clone(),
@@ -472,7 +468,7 @@ fn read_types<'s>(
                 );
             }
             TypeData::Enumeration(e) => {
-                let name = reader.user_name(index, &e.name.to_string().into_owned());
+                let name = reader.user_name(index, &e.name.to_string());
                 let base = match reader.type_ref(e.underlying_type, 0).map_err(invalid)? {
                     TypeRef::Base(b) => b,
                     other => {

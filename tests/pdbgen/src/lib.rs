@@ -257,13 +257,16 @@ fn pad(out: &mut Vec<String>, mut gap: u64) {
     }
 }
 
+/// A bitfield member: position, length, name, storage type.
+type Bits<'t> = (u32, u32, String, &'t TypeRef);
+
 fn items_of(e: &mut Emitter<'_>, name: &str) -> Result<Vec<Item>, String> {
     let table = e.table;
     let ty = table.user_type(name).map_err(|e| e.to_string())?;
     let mut items = Vec::new();
     // Bitfields by (offset, storage size): each group is one storage unit, or several when
     // bit ranges overlap (a union of bitfield layouts).
-    let mut groups: BTreeMap<(u64, u64), Vec<(u32, u32, String, &TypeRef)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(u64, u64), Vec<Bits<'_>>> = BTreeMap::new();
     for f in &ty.fields {
         match &f.ty {
             TypeRef::Bitfield {
