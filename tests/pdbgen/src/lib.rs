@@ -62,6 +62,8 @@ pub struct PdbRequest<'a> {
     /// Extra copies of every type, each in its own namespace (`kds_copy_N::`), to make large
     /// PDBs for benchmarks.
     pub copies: usize,
+    /// Build for 32-bit x86 (`i686-pc-windows-msvc`, 4-byte pointers) instead of x64.
+    pub x86: bool,
 }
 
 impl<'a> PdbRequest<'a> {
@@ -75,12 +77,19 @@ impl<'a> PdbRequest<'a> {
             globals: Vec::new(),
             functions: Vec::new(),
             copies: 0,
+            x86: false,
         }
     }
 
     #[must_use]
     pub fn types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
         self.types.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn x86(mut self, x86: bool) -> Self {
+        self.x86 = x86;
         self
     }
 
@@ -668,7 +677,11 @@ pub fn generate(request: &PdbRequest<'_>) -> Result<GeneratedPdb, GenError> {
     run(
         &clang,
         &[
-            "--target=x86_64-pc-windows-msvc".into(),
+            if request.x86 {
+                "--target=i686-pc-windows-msvc".into()
+            } else {
+                "--target=x86_64-pc-windows-msvc".into()
+            },
             "-gcodeview".into(),
             "-g".into(),
             "-c".into(),

@@ -3,7 +3,7 @@
 //! linker's map records.
 
 use kds_pdbgen::{generate, map_publics, require_toolchain, PdbRequest};
-use kds_runtime::symbols::{load_isf_file, load_pdb_file, SymbolTable};
+use kds_runtime::symbols::{load_isf_file, load_pdb_file, SymbolTable, TypeRef};
 use std::path::PathBuf;
 
 const TABLES: [&str; 3] = [
@@ -58,8 +58,40 @@ fn toolchain() {
     }
 }
 
+/// The x86 tables come from Volatility 2's vtypes (vtypes2isf), which call `f32` `float`.
+fn vtypes_names(ty: &TypeRef) -> TypeRef {
+    match ty {
+        TypeRef::Base(n) if n == "float" => TypeRef::Base("f32".into()),
+        TypeRef::Pointer(t) => TypeRef::Pointer(Box::new(vtypes_names(t))),
+        TypeRef::Array { count, element } => TypeRef::Array {
+            count: *count,
+            element: Box::new(vtypes_names(element)),
+        },
+        TypeRef::Bitfield {
+            position,
+            length,
+            storage,
+        } => TypeRef::Bitfield {
+            position: *position,
+            length: *length,
+            storage: Box::new(vtypes_names(storage)),
+        },
+        other => other.clone(),
+    }
+}
+
 /// Every defined type and enum of `pdb` equals the ISF table's, field by field.
 fn assert_same_layouts(isf: &SymbolTable, pdb: &SymbolTable, types: &[String], enums: &[String]) {
+    assert_same_layouts_as(isf, pdb, types, enums, TypeRef::clone);
+}
+
+fn assert_same_layouts_as(
+    isf: &SymbolTable,
+    pdb: &SymbolTable,
+    types: &[String],
+    enums: &[String],
+    isf_name: impl Fn(&TypeRef) -> TypeRef,
+) {
     for name in types {
         let want = isf.user_type(name).expect("ISF type");
         let got = pdb
@@ -68,7 +100,8 @@ fn assert_same_layouts(isf: &SymbolTable, pdb: &SymbolTable, types: &[String], e
         assert_eq!(got.size, want.size, "size of {name}");
         assert_eq!(got.kind, want.kind, "kind of {name}");
         for (g, w) in got.fields.iter().zip(&want.fields) {
-            assert_eq!(g, w, "field of {name}");
+            assert_eq!((&g.name, g.offset), (&w.name, w.offset), "field of {name}");
+            assert_eq!(g.ty, isf_name(&w.ty), "type of {name}.{}", w.name);
         }
         assert_eq!(got.fields.len(), want.fields.len(), "field count of {name}");
     }
@@ -225,4 +258,51 @@ fn truncated_and_garbled_pdbs_are_errors_not_panics() {
             assert!(e.to_string().contains(origin), "{e}");
         }
     }
+}
+
+#[test]
+fn x86_tables_round_trip_with_four_byte_pointers() {
+    toolchain();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/symbols/x86");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("x86 tables").flatten() {
+        let path = entry.path();
+        if !path.to_string_lossy().ends_with(".json.xz") {
+            continue;
+        }
+        let isf = load_isf_file(&path).expect("x86 table loads");
+        let mut types: Vec<String> = isf.type_names().map(str::to_string).collect();
+        types.sort();
+        let mut enums: Vec<String> = isf.enum_names().map(str::to_string).collect();
+        enums.sort();
+        let request = PdbRequest::new("kds_x86", &isf)
+            .types(types.clone())
+            .enums(enums)
+            .globals(["PsActiveProcessHead"])
+            .functions(["KiSwapContext"])
+            .x86(true);
+        let built = generate(&request).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (name, why) in &built.source.skipped {
+            assert!(
+                why.contains("is not a C identifier")
+                    || why.contains("`HRESULT` has no C spelling"),
+                "{name}: {why}"
+            );
+        }
+        assert!(built.source.types.len() + 20 > types.len());
+        let pdb = load_pdb_file(&built.pdb).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pdb.pointer_size(), 4);
+        let defined: Vec<String> = built.source.types.iter().cloned().collect();
+        let enums: Vec<String> = built.source.enums.iter().cloned().collect();
+        assert_same_layouts_as(&isf, &pdb, &defined, &enums, vtypes_names);
+        // x86 C names are decorated with `_` in publics; the data symbol keeps the C name.
+        let map = map_publics(&std::fs::read_to_string(&built.map).expect("map"));
+        let rva = map["_PsActiveProcessHead"];
+        assert_eq!(pdb.symbol_rva("_PsActiveProcessHead").unwrap(), rva);
+        assert_eq!(pdb.symbol_rva("PsActiveProcessHead").unwrap(), rva);
+        let f = pdb.function_at(map["_KiSwapContext"]).expect("range");
+        assert_eq!(f.name, "KiSwapContext");
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "two x86 tables");
 }
