@@ -218,13 +218,41 @@ fn primitive(kind: PrimitiveKind) -> (&'static str, BaseType) {
     }
 }
 
-/// Is this a name the compiler gives a type without one?
-fn is_unnamed(name: &str) -> bool {
-    name.is_empty()
-        || name == "<unnamed-tag>"
-        || name == "<anonymous-tag>"
-        || name == "__unnamed"
-        || name.starts_with("<unnamed-type-")
+/// The pdbconv name for a type the compiler left without one: `<unnamed-tag>` and `__unnamed`
+/// become `__unnamed_<index>`, `<anonymous-tag>` and `__anonymous` become `__anonymous_<index>`.
+fn unnamed_name(name: &str, index: TypeIndex) -> Option<String> {
+    match name {
+        "<unnamed-tag>" | "__unnamed" => Some(format!("__unnamed_{:x}", index.0)),
+        "<anonymous-tag>" | "__anonymous" => Some(format!("__anonymous_{:x}", index.0)),
+        "" => Some(format!("__unnamed_{:x}", index.0)),
+        _ => None,
+    }
+}
+
+/// A public's name without its decoration, as pdbconv strips it: `?name@@...@@` to `name`,
+/// a leading `_`, `@` or DEL dropped, and a `@<bytes>` stdcall suffix dropped.
+fn strip_decoration(name: &str) -> &str {
+    if name.starts_with('?') {
+        let parts: Vec<&str> = name.split("@@").collect();
+        if parts.len() == 3 {
+            return &parts[0][1..];
+        }
+    }
+    let trimmed = name.strip_prefix(['_', '@', '\u{7f}']).unwrap_or(name);
+    let mut parts = trimmed.split('@');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(head), Some(tail), None) => {
+            if !tail.is_empty()
+                && tail.bytes().all(|b| b.is_ascii_digit())
+                && !head.starts_with('?')
+            {
+                head
+            } else {
+                name
+            }
+        }
+        _ => trimmed,
+    }
 }
 
 struct TypeReader<'a, 't> {
@@ -263,11 +291,7 @@ impl<'t> TypeReader<'_, 't> {
 
     /// The table's name of a struct, union or enum at `index` (a definition).
     fn user_name(&self, index: TypeIndex, name: &str) -> String {
-        if is_unnamed(name) {
-            format!("__unnamed_{:x}", index.0)
-        } else {
-            name.to_string()
-        }
+        unnamed_name(name, index).unwrap_or_else(|| name.to_string())
     }
 
     fn type_ref(&mut self, index: TypeIndex, depth: u32) -> Result<TypeRef, String> {
@@ -436,10 +460,8 @@ fn read_types<'s>(
         match data {
             TypeData::Class(c) => {
                 let name = reader.user_name(index, &c.name.to_string());
-                let kind = match c.kind {
-                    pdb::ClassKind::Struct | pdb::ClassKind::Interface => TypeKind::Struct,
-                    pdb::ClassKind::Class => TypeKind::Class,
-                };
+                // pdbconv records classes and interfaces as structs too.
+                let kind = TypeKind::Struct;
                 let fields = match c.fields {
                     Some(list) => read_fields(&mut reader, list).map_err(invalid)?,
                     None => Vec::new(),
@@ -569,13 +591,17 @@ fn read_globals<'s>(
     let globals = pdb.global_symbols().map_err(err)?;
     let mut iter = globals.iter();
     let mut data = Vec::new();
+    let mut stripped_names = Vec::new();
     while let Some(symbol) = iter.next().map_err(err)? {
         match symbol.parse() {
             Ok(SymbolData::Public(p)) => {
                 if let Some(rva) = p.offset.to_rva(address_map) {
-                    table
-                        .symbols
-                        .insert(p.name.to_string().into_owned(), u64::from(rva.0));
+                    let name = p.name.to_string();
+                    let stripped = strip_decoration(&name);
+                    if stripped != name {
+                        stripped_names.push((stripped.to_string(), u64::from(rva.0)));
+                    }
+                    table.symbols.insert(name.into_owned(), u64::from(rva.0));
                 }
             }
             Ok(SymbolData::Data(d)) => {
@@ -586,8 +612,9 @@ fn read_globals<'s>(
             _ => {}
         }
     }
-    // Publics win over data symbols of the same name (they carry the linker's name).
-    for (name, rva) in data {
+    // Publics by their linker names win; then their undecorated names (`_X@8` is also `X`,
+    // the first public of that name keeping it); then data symbols.
+    for (name, rva) in stripped_names.into_iter().chain(data) {
         table.symbols.entry(name).or_insert(rva);
     }
     Ok(())
@@ -659,11 +686,28 @@ mod tests {
     }
 
     #[test]
-    fn unnamed_types_take_pdbconv_names() {
-        assert!(is_unnamed("<unnamed-tag>"));
-        assert!(is_unnamed("__unnamed"));
-        assert!(!is_unnamed("__unnamed_1043"));
-        assert!(!is_unnamed("_KTHREAD"));
+    fn names_follow_pdbconv() {
+        let at = TypeIndex(0x1043);
+        assert_eq!(unnamed_name("<unnamed-tag>", at).unwrap(), "__unnamed_1043");
+        assert_eq!(unnamed_name("__unnamed", at).unwrap(), "__unnamed_1043");
+        assert_eq!(
+            unnamed_name("<anonymous-tag>", at).unwrap(),
+            "__anonymous_1043"
+        );
+        assert_eq!(unnamed_name("__unnamed_1043", at), None);
+        assert_eq!(unnamed_name("_KTHREAD", at), None);
+        assert_eq!(
+            strip_decoration("_PsActiveProcessHead"),
+            "PsActiveProcessHead"
+        );
+        assert_eq!(strip_decoration("_KeBugCheckEx@20"), "KeBugCheckEx");
+        assert_eq!(strip_decoration("@KfRaiseIrql@4"), "KfRaiseIrql");
+        assert_eq!(strip_decoration("?Foo@@YAXXZ@@x"), "Foo");
+        assert_eq!(
+            strip_decoration("PsActiveProcessHead"),
+            "PsActiveProcessHead"
+        );
+        assert_eq!(strip_decoration("a@b@c"), "a@b@c");
         assert_eq!(primitive(PrimitiveKind::WChar).0, "wchar");
         assert_eq!(primitive(PrimitiveKind::ULong).0, "unsigned long");
         assert_eq!(primitive(PrimitiveKind::F32).0, "f32");
