@@ -9,7 +9,9 @@ use crate::mmu::{AddressSpace, VirtualReadError};
 use crate::pe::{parse_image, ImageMemory, PeError, PeImage};
 use crate::symbols::store::{find_symbol_file, SymbolFileKind, SymbolSearch};
 use crate::symbols::sympath::SymbolPath;
-use crate::symbols::{load_isf_file, IsfError, PdbIdentity, SymbolTable};
+use crate::symbols::{
+    load_isf_file, load_pdb_file, IsfError, PdbIdentity, PdbLoadError, SymbolTable,
+};
 use crate::target::TargetIdentity;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -164,10 +166,10 @@ pub fn image_at(space: &AddressSpace, base: u64) -> Result<PeImage, PeError> {
 pub enum SymbolLoadError {
     #[error("{0}")]
     NotFound(String),
-    #[error("found {path} for {pdb}, but reading PDB files is not supported yet: convert it to ISF (volatility3's pdbconv) or point the symbol path at an ISF table")]
-    PdbNotSupported { pdb: PdbIdentity, path: PathBuf },
     #[error(transparent)]
     Isf(#[from] IsfError),
+    #[error(transparent)]
+    Pdb(#[from] PdbLoadError),
     #[error("{path} is the table of {found}, but the image names {wanted}")]
     Mismatch {
         path: PathBuf,
@@ -193,32 +195,27 @@ pub fn load_symbols(
     let Some(candidate) = search.found.clone() else {
         return Err(SymbolLoadError::NotFound(search.describe_miss(pdb)));
     };
-    match candidate.kind {
-        SymbolFileKind::Pdb => Err(SymbolLoadError::PdbNotSupported {
-            pdb: pdb.clone(),
-            path: candidate.path,
-        }),
-        SymbolFileKind::IsfJson | SymbolFileKind::IsfJsonXz => {
-            let table = load_isf_file(&candidate.path)?;
-            if let Some(found) = table.identity() {
-                let same = found.guid == pdb.guid
-                    && found.age == pdb.age
-                    && found.name.eq_ignore_ascii_case(&pdb.name);
-                if !same {
-                    return Err(SymbolLoadError::Mismatch {
-                        path: candidate.path,
-                        found: found.clone(),
-                        wanted: pdb.clone(),
-                    });
-                }
-            }
-            Ok(LoadedSymbols {
-                table,
+    let table = match candidate.kind {
+        SymbolFileKind::Pdb => load_pdb_file(&candidate.path)?,
+        SymbolFileKind::IsfJson | SymbolFileKind::IsfJsonXz => load_isf_file(&candidate.path)?,
+    };
+    if let Some(found) = table.identity() {
+        let same = found.guid == pdb.guid
+            && found.age == pdb.age
+            && found.name.eq_ignore_ascii_case(&pdb.name);
+        if !same {
+            return Err(SymbolLoadError::Mismatch {
                 path: candidate.path,
-                search,
-            })
+                found: found.clone(),
+                wanted: pdb.clone(),
+            });
         }
     }
+    Ok(LoadedSymbols {
+        table,
+        path: candidate.path,
+        search,
+    })
 }
 
 #[cfg(test)]

@@ -282,6 +282,7 @@ pub fn parse_isf(json: &[u8], origin: &str) -> Result<SymbolTable, IsfError> {
         user_types,
         enums,
         symbols,
+        functions: Vec::new(),
     })
 }
 

@@ -130,6 +130,22 @@ pub struct FieldLocation {
     pub ty: TypeRef,
 }
 
+/// A function's code: where it starts (RVA) and how many bytes it spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRange {
+    pub rva: u64,
+    pub len: u64,
+    pub name: String,
+}
+
+impl FunctionRange {
+    /// Whether `rva` falls inside the function.
+    #[must_use]
+    pub fn contains(&self, rva: u64) -> bool {
+        rva >= self.rva && rva - self.rva < self.len
+    }
+}
+
 /// All types and symbols of one module (a kernel, a driver, a DLL).
 #[derive(Debug, Clone, Default)]
 pub struct SymbolTable {
@@ -139,6 +155,8 @@ pub struct SymbolTable {
     pub(crate) user_types: HashMap<String, UserType>,
     pub(crate) enums: HashMap<String, EnumType>,
     pub(crate) symbols: HashMap<String, u64>,
+    /// Procedures with their code ranges, sorted by RVA (PDBs record them; ISF does not).
+    pub(crate) functions: Vec<FunctionRange>,
 }
 
 impl SymbolTable {
@@ -260,6 +278,27 @@ impl SymbolTable {
     /// Names of all structures, unions and classes.
     pub fn type_names(&self) -> impl Iterator<Item = &str> {
         self.user_types.keys().map(String::as_str)
+    }
+
+    /// Functions with their code ranges, sorted by RVA; empty when the source has none.
+    #[must_use]
+    pub fn functions(&self) -> &[FunctionRange] {
+        &self.functions
+    }
+
+    /// The function whose code contains `rva`, when the source records ranges.
+    #[must_use]
+    pub fn function_at(&self, rva: u64) -> Option<&FunctionRange> {
+        let after = self.functions.partition_point(|f| f.rva <= rva);
+        self.functions[..after]
+            .iter()
+            .rev()
+            .find(|f| f.contains(rva))
+    }
+
+    /// Names of all enums.
+    pub fn enum_names(&self) -> impl Iterator<Item = &str> {
+        self.enums.keys().map(String::as_str)
     }
 
     /// Add or replace a symbol (fixture builders choose their own RVAs for x86 tables).
