@@ -250,12 +250,16 @@ impl LoadedModule {
 
 /// Every named symbol of a table (`$$N` compiler scopes left out).
 fn table_symbols(table: &SymbolTable) -> ModuleSymbols {
+    // Publics and globals, and the procedures a PDB records (static functions have no
+    // public): one name list, duplicates dropped.
     let mut names: Vec<(u64, String)> = table
         .symbols()
         .filter(|(n, _)| !n.starts_with("$$"))
         .map(|(n, rva)| (rva, n.to_string()))
+        .chain(table.functions().iter().map(|f| (f.rva, f.name.clone())))
         .collect();
     names.sort();
+    names.dedup();
     ModuleSymbols {
         source: SymbolSource::Pdb,
         names,
