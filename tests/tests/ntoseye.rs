@@ -198,6 +198,16 @@ fn run_ntoseye(dump: &Path, server: &SymbolServer, home: &Path, commands: &str) 
         .env("HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("NTOSEYE_PDB_SERVERS")
+        // ntoseye always tries Microsoft's server after ours: send that (https) to a closed
+        // local port so it fails at once, online or not; ours (127.0.0.1) goes direct.
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
         .output()
         .expect("ntoseye runs");
     let text = format!(
