@@ -3,6 +3,7 @@
 #   .venv/bin/vol       Volatility 3 (windows.info, windows.pslist, windows.modules)
 #   kdmp_parser         the Python bindings of the C++ kdmp-parser
 #   pefile              PE parsing (tests/tests/pe_unwind.rs checks the fixture images' directories)
+#   .venv/bin/ntoseye   the ntoseye debugger, a prebuilt Rust binary in its wheel (tests/tests/ntoseye.rs)
 # Creates <repo>/.venv with pinned versions; quiet and quick when they are already there.
 # Usage: bash .ci/venv.sh
 set -euo pipefail
@@ -10,6 +11,7 @@ set -euo pipefail
 VOLATILITY3_VERSION=2.28.2
 KDMP_PARSER_VERSION=0.7.4
 PEFILE_VERSION=2024.8.26
+NTOSEYE_VERSION=0.52.0
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -26,8 +28,8 @@ EOF
 }
 
 if installed volatility3 "$VOLATILITY3_VERSION" && installed kdmp-parser "$KDMP_PARSER_VERSION" \
-    && installed pefile "$PEFILE_VERSION" \
-    && [ -x "$venv/bin/vol" ]; then
+    && installed pefile "$PEFILE_VERSION" && installed ntoseye "$NTOSEYE_VERSION" \
+    && [ -x "$venv/bin/vol" ] && [ -x "$venv/bin/ntoseye" ]; then
     exit 0
 fi
 
@@ -35,7 +37,9 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "volatility3==$VOLATILITY3_VERSION" "kdmp-parser==$KDMP_PARSER_VERSION" "pefile==$PEFILE_VERSION"
+    "volatility3==$VOLATILITY3_VERSION" "kdmp-parser==$KDMP_PARSER_VERSION" "pefile==$PEFILE_VERSION" \
+    "ntoseye==$NTOSEYE_VERSION"
 "$venv/bin/vol" --help >/dev/null
 "$venv/bin/python" -c 'import kdmp_parser, pefile' >/dev/null
-echo "venv ready: $venv (volatility3 $VOLATILITY3_VERSION, kdmp-parser $KDMP_PARSER_VERSION, pefile $PEFILE_VERSION)"
+"$venv/bin/ntoseye" --version >/dev/null
+echo "venv ready: $venv (volatility3 $VOLATILITY3_VERSION, kdmp-parser $KDMP_PARSER_VERSION, pefile $PEFILE_VERSION, ntoseye $NTOSEYE_VERSION)"

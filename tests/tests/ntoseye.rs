@@ -1,0 +1,595 @@
+//! An independent peer on the same files: `ntoseye` (a WinDbg-like Rust debugger, installed
+//! into the venv by `.ci/venv.sh`) opens the fixture dumps and fetches the kernel's PDB from a
+//! symbol store that this test serves over HTTP on 127.0.0.1.
+//!
+//! How ntoseye finds things in a (non-triage) kernel dump: the page-table root is the header's
+//! `DirectoryTableBase`; the kernel image is the first kernel-only, no-execute page in
+//! `0xFFFFF800'00000000..=0xFFFFF808'00000000` that starts with `MZ\x90\0` and has `POOLCODE`
+//! (8-byte aligned) in its first 4 KiB, with a PE header of machine AMD64. Its CodeView record
+//! gives the PDB identity, fetched as `<server>/<name>/<GUID><AGE hex>/<name>`. Everything else
+//! (processes, modules, the PEB) comes from that PDB.
+//!
+//! - `ntoseye_finds_the_fixture_kernel` needs no PDB: the store answers 404 and the test checks
+//!   that ntoseye asked for exactly the fixture kernel's identity, which it can only have read
+//!   from the nt image it located.
+//! - `ntoseye_agrees_with_kds_and_the_truth` needs a real PDB of the fixture kernel (see
+//!   [`kernel_pdb`], the integration point) and compares `!process 0 0`, `lm` and `!peb` (after
+//!   `.process /p /r <lsass>`) with the fixture's truth and kds's structured results. The
+//!   process address, Cid, image name, `lm`'s start addresses and the PEB address and image
+//!   base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr, ProcessParameters,
+//!   ImageFile and CommandLine are checked wherever ntoseye prints them with WinDbg's labels.
+
+use kds_e2e::{fixture_dump, model_for, python_venv, scratch_dir, symbol_dir_with, x64_tables};
+use kds_exec::{Interpreter, OutputItem, RunOptions};
+use kds_fixture::dumpfile::DumpKind;
+use kds_fixture::{GroundTruth, ProcessTruth};
+use serde_json::Value as Json;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+// ---------------------------------------------------------------------------------------------
+// The symbol store and its HTTP server.
+
+/// The store path of a PDB: `<name>/<GUID><AGE hex>/<name>` (`truth.pdb` is `GUID-AGE`, age in
+/// decimal).
+fn store_path(truth: &GroundTruth) -> String {
+    let (guid, age) = truth
+        .pdb
+        .split_once('-')
+        .unwrap_or_else(|| panic!("truth.pdb {} is GUID-AGE", truth.pdb));
+    let age: u32 = age.parse().expect("the age is decimal");
+    format!("{0}/{guid}{age:X}/{0}", truth.pdb_name)
+}
+
+/// A symbol store served over HTTP on 127.0.0.1: a thread answers `GET`/`HEAD` from `root`
+/// (404 when the file is not there) and records every path asked for.
+struct SymbolServer {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl SymbolServer {
+    fn start(root: PathBuf) -> SymbolServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().expect("local address").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let root = root.clone();
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || serve(stream, &root, &log));
+            }
+        });
+        SymbolServer { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+fn serve(stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(&stream);
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    // The headers, up to the blank line.
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    let mut words = request.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+    let path = target.split('?').next().unwrap_or("/").to_string();
+    if let Ok(mut l) = log.lock() {
+        l.push(path.clone());
+    }
+    let file = root.join(path.trim_start_matches('/'));
+    let safe = !path.split('/').any(|c| c == "..");
+    let mut out = &stream;
+    match std::fs::read(&file) {
+        Ok(body) if safe && file.is_file() => {
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if method != "HEAD" {
+                let _ = out.write_all(&body);
+            }
+        }
+        _ => {
+            let _ = write!(
+                out,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    }
+    let _ = out.flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The PDB: the integration point.
+
+/// INTEGRATION POINT: a real PDB (MSF 7.0) of the fixture kernel, whose PDB stream carries the
+/// table's GUID and age, with the symbols and types ntoseye reads (`NTOSEYE_NEEDS` below).
+///
+/// Today it is taken from `KDS_NTOSEYE_PDB_DIR`, a directory in symbol-store layout
+/// (`<name>/<GUID><AGE>/<name>`), where one was made by hand. When the PDB generator
+/// (`tests/pdbgen`, clang + lld from an ISF table) lands, call it here with `table` and return
+/// the file it writes.
+fn kernel_pdb(table: &Path, truth: &GroundTruth) -> Result<PathBuf, String> {
+    let rel = store_path(truth);
+    if let Some(dir) = std::env::var_os("KDS_NTOSEYE_PDB_DIR") {
+        let pdb = PathBuf::from(dir).join(&rel);
+        return if pdb.is_file() {
+            Ok(pdb)
+        } else {
+            Err(format!(
+                "KDS_NTOSEYE_PDB_DIR has no {} (for table {})",
+                rel,
+                table.display()
+            ))
+        };
+    }
+    Err(format!(
+        "no PDB for the fixture kernel {rel} (table {}): the PDB generator (tests/pdbgen) has \
+         not landed; kernel_pdb() in tests/tests/ntoseye.rs is where it plugs in (or set \
+         KDS_NTOSEYE_PDB_DIR to a symbol store holding {rel}). ntoseye needs: {NTOSEYE_NEEDS}",
+        table.display()
+    ))
+}
+
+/// What ntoseye (0.52, which reads PDBs with the `pdb2` crate) takes from the kernel PDB for
+/// these commands.
+const NTOSEYE_NEEDS: &str = "an MSF 7.0 PDB whose PDB info stream has the image's CodeView \
+     GUID and an age >= the image's; symbol RVAs from S_PUB32 records in the global symbol \
+     stream or S_GDATA32/S_GPROC32 records in module streams, turned into RVAs through the DBI \
+     section headers (so section:offset must land on the ISF RVA): PsInitialSystemProcess (the \
+     process walk starts there), PsActiveProcessHead (ends it), PsLoadedModuleList; complete \
+     (non-forward) LF_STRUCTURE records with field lists in the TPI stream for _EPROCESS \
+     (Pcb, UniqueProcessId, ActiveProcessLinks, ImageFileName, Peb, ObjectTable, \
+     InheritedFromUniqueProcessId, optional WoW64Process), _KPROCESS (DirectoryTableBase, \
+     optional UserDirectoryTableBase), _KLDR_DATA_TABLE_ENTRY or _LDR_DATA_TABLE_ENTRY \
+     (InLoadOrderLinks, DllBase, SizeOfImage, EntryPoint, FullDllName, BaseDllName, \
+     TimeDateStamp, CheckSum), _PEB (ImageBaseAddress, Ldr, ProcessParameters), \
+     _PEB_LDR_DATA (InLoadOrderModuleList), _RTL_USER_PROCESS_PARAMETERS, _LIST_ENTRY, \
+     _UNICODE_STRING; Peb and Ldr typed as pointers to those structs (ntoseye follows them)";
+
+// ---------------------------------------------------------------------------------------------
+// Running ntoseye.
+
+/// The ntoseye launcher in the venv.
+fn ntoseye() -> PathBuf {
+    let exe = python_venv().join("bin/ntoseye");
+    assert!(
+        exe.exists(),
+        "{} missing: .ci/venv.sh installs ntoseye",
+        exe.display()
+    );
+    exe
+}
+
+/// Run ntoseye in batch mode on `dump` with `commands`: (exit success, stdout + stderr).
+/// `home` holds its symbol cache (`~/.ntoseye`), fresh per test.
+fn run_ntoseye(dump: &Path, server: &SymbolServer, home: &Path, commands: &str) -> (bool, String) {
+    let out = Command::new(ntoseye())
+        .arg("--dump")
+        .arg(dump)
+        .arg("--pdb-server")
+        .arg(server.url())
+        .args([
+            "--no-pdb-from-memory",
+            "--plain-repl",
+            "--batch",
+            "-c",
+            commands,
+        ])
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("NTOSEYE_PDB_SERVERS")
+        // ntoseye always tries Microsoft's server after ours: send that (https) to a closed
+        // local port so it fails at once, online or not; ours (127.0.0.1) goes direct.
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .expect("ntoseye runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing WinDbg-style text.
+
+/// A hex number as WinDbg prints it (`ffff8001`23456789`, `0x...`), or None.
+fn hex_word(word: &str) -> Option<u64> {
+    let w = word
+        .trim_matches(|c: char| c == ',' || c == ';' || c == '\'')
+        .trim_start_matches("0x")
+        .replace('`', "");
+    if w.is_empty() || w.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(&w, 16).ok()
+}
+
+/// The word after `key` in `text` (`Cid: 01f0` -> `01f0`).
+fn after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let at = text.find(key)? + key.len();
+    text[at..].split_whitespace().next()
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ProcessBlock {
+    address: u64,
+    pid: Option<u64>,
+    parent_pid: Option<u64>,
+    peb: Option<u64>,
+    dir_base: Option<u64>,
+    object_table: Option<u64>,
+    image: Option<String>,
+}
+
+/// `!process 0 0` blocks: `PROCESS <addr>` then `Cid:`, `Peb:`, `ParentCid:`, `DirBase:`,
+/// `ObjectTable:`, `Image:` on the following lines.
+fn parse_process_blocks(text: &str) -> Vec<ProcessBlock> {
+    let mut blocks: Vec<ProcessBlock> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("PROCESS ") {
+            if let Some(address) = rest.split_whitespace().next().and_then(hex_word) {
+                blocks.push(ProcessBlock {
+                    address,
+                    ..ProcessBlock::default()
+                });
+            }
+            continue;
+        }
+        let Some(b) = blocks.last_mut() else { continue };
+        let field = |key: &str| after(t, key).and_then(hex_word);
+        // `ParentCid:` contains `Cid:`: read it first and cut it off.
+        let (head, parent) = match t.find("ParentCid:") {
+            Some(at) => (&t[..at], after(&t[at..], "ParentCid:").and_then(hex_word)),
+            None => (t, None),
+        };
+        b.parent_pid = b.parent_pid.or(parent);
+        b.pid = b.pid.or(after(head, "Cid:").and_then(hex_word));
+        b.peb = b.peb.or(after(head, "Peb:").and_then(hex_word));
+        b.dir_base = b.dir_base.or(field("DirBase:"));
+        b.object_table = b.object_table.or(field("ObjectTable:"));
+        if let Some(at) = t.find("Image: ") {
+            b.image = Some(t[at + 7..].trim().to_string());
+        }
+    }
+    blocks
+}
+
+/// `lm` rows: `<start> <end> <module> ...`; the start addresses.
+fn parse_lm_starts(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut w = line.split_whitespace();
+            let start = hex_word(w.next()?)?;
+            let end = hex_word(w.next()?)?;
+            w.next()?;
+            (end > start).then_some(start)
+        })
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct PebText {
+    address: Option<u64>,
+    image_base: Option<u64>,
+    ldr: Option<u64>,
+    process_parameters: Option<u64>,
+    image_file: Option<String>,
+    command_line: Option<String>,
+}
+
+/// `!peb`: `PEB at`, `ImageBaseAddress:`, `Ldr`, `ProcessParameters:`, `ImageFile:`,
+/// `CommandLine:`.
+fn parse_peb(text: &str) -> PebText {
+    let quoted = |t: &str, key: &str| {
+        t.strip_prefix(key)
+            .map(|r| r.trim().trim_matches('\'').to_string())
+    };
+    let mut p = PebText::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(r) = t.strip_prefix("PEB at ") {
+            p.address = r.split_whitespace().next().and_then(hex_word);
+        } else if let Some(r) = t.strip_prefix("ImageBaseAddress:") {
+            p.image_base = r.split_whitespace().next().and_then(hex_word);
+        } else if let Some(r) = t.strip_prefix("Ldr ") {
+            p.ldr = p.ldr.or(r.split_whitespace().next().and_then(hex_word));
+        } else if let Some(r) = t.strip_prefix("ProcessParameters:") {
+            p.process_parameters = r.split_whitespace().next().and_then(hex_word);
+        } else if let Some(v) = quoted(t, "ImageFile:") {
+            p.image_file = Some(v);
+        } else if let Some(v) = quoted(t, "CommandLine:") {
+            p.command_line = Some(v);
+        }
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// kds's side.
+
+struct Kds {
+    interpreter: Interpreter,
+}
+
+impl Kds {
+    fn data(&mut self, source: &str) -> Json {
+        let playbook = kds_lang::parse(source).expect("commands parse");
+        let report = self.interpreter.run(source, &playbook);
+        assert!(report.error.is_none(), "kds {source}: {:?}", report.error);
+        report
+            .items
+            .into_iter()
+            .find_map(|i| match i {
+                OutputItem::Command { data, .. } => data,
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("kds {source} has a structured result"))
+    }
+}
+
+fn n(v: &Json) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))
+}
+
+fn lsass(truth: &GroundTruth) -> &ProcessTruth {
+    truth
+        .processes
+        .iter()
+        .find(|p| p.image_file_name == "lsass.exe")
+        .expect("the fixture has lsass")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// Without a PDB: ntoseye locates the kernel (header DTB, MZ + POOLCODE page scan) and reads
+/// its CodeView identity, which shows in the one store path it asks our server for.
+#[test]
+fn ntoseye_finds_the_fixture_kernel() {
+    let dir = scratch_dir("ntoseye-finds");
+    for (name, table) in x64_tables() {
+        for kind in [DumpKind::BitmapKernel, DumpKind::Full] {
+            let (fixture, dump) =
+                fixture_dump(&table, 1, kind, &dir, &format!("{name}-{kind:?}.dmp"));
+            let store = dir.join(format!("empty-store-{name}"));
+            std::fs::create_dir_all(&store).expect("store dir");
+            let server = SymbolServer::start(store);
+            let home = dir.join(format!("home-{name}-{kind:?}"));
+            std::fs::create_dir_all(&home).expect("home dir");
+            let (ok, text) = run_ntoseye(&dump, &server, &home, "lm");
+            let want = format!("/{}", store_path(&fixture.truth));
+            let asked = server.requests();
+            assert!(
+                !ok,
+                "{name} {kind:?}: ntoseye ran without the kernel PDB:\n{text}"
+            );
+            assert!(
+                !text.contains("ntoskrnl not found"),
+                "{name} {kind:?}: ntoseye did not find the nt image:\n{text}"
+            );
+            assert!(
+                asked.contains(&want),
+                "{name} {kind:?}: ntoseye asked for {asked:?}, not {want}; it said:\n{text}"
+            );
+        }
+    }
+}
+
+/// With the kernel PDB served: `!process 0 0`, `lm` and `!peb` after `.process /p /r <lsass>`
+/// as ntoseye prints them agree with the fixture's truth and with kds.
+#[test]
+fn ntoseye_agrees_with_kds_and_the_truth() {
+    let dir = scratch_dir("ntoseye-agrees");
+    for (name, table) in x64_tables() {
+        let (fixture, dump) = fixture_dump(
+            &table,
+            1,
+            DumpKind::BitmapFull,
+            &dir,
+            &format!("{name}.dmp"),
+        );
+        let truth = &fixture.truth;
+        let pdb = kernel_pdb(&table, truth).unwrap_or_else(|e| panic!("{name}: {e}"));
+
+        // The store: the PDB at its store path.
+        let store = dir.join(format!("store-{name}"));
+        let at = store.join(store_path(truth));
+        std::fs::create_dir_all(at.parent().expect("store path has a parent")).expect("store");
+        std::fs::copy(&pdb, &at).expect("copy the PDB into the store");
+        let server = SymbolServer::start(store);
+        let home = dir.join(format!("home-{name}"));
+        std::fs::create_dir_all(&home).expect("home dir");
+
+        let symbols = symbol_dir_with(&table, &dir.join(name));
+        let mut kds = Kds {
+            interpreter: Interpreter::new(model_for(&dump, &symbols), &RunOptions::default()),
+        };
+
+        // !process 0 0
+        let (ok, text) = run_ntoseye(&dump, &server, &home, "!process 0 0");
+        assert!(ok, "{name}: ntoseye !process 0 0 failed:\n{text}");
+        let blocks = parse_process_blocks(&text);
+        let kds_blocks = kds.data("!process 0 0");
+        let kds_blocks = kds_blocks["processes"].as_array().expect("process blocks");
+        assert_eq!(
+            blocks.len(),
+            truth.processes.len(),
+            "{name}: ntoseye's process count:\n{text}"
+        );
+        assert_eq!(blocks.len(), kds_blocks.len());
+        for ((b, p), k) in blocks.iter().zip(&truth.processes).zip(kds_blocks) {
+            let what = format!("{name} {}", p.image_file_name);
+            assert_eq!(b.address, p.eprocess, "{what}");
+            assert_eq!(b.address, n(&k["address"]), "{what}");
+            assert_eq!(b.pid, Some(p.pid), "{what} Cid");
+            assert_eq!(
+                b.image.as_deref(),
+                Some(p.image_file_name.as_str()),
+                "{what}"
+            );
+            // ntoseye 0.52 prints its own block layout: the fields below are checked where it
+            // prints them (WinDbg's labels), never skipped when printed wrong.
+            let optional = [
+                ("ParentCid", b.parent_pid, p.ppid, n(&k["parent_pid"])),
+                ("Peb", b.peb, p.peb, n(&k["peb"])),
+                ("DirBase", b.dir_base, p.dtb, n(&k["dir_base"])),
+                (
+                    "ObjectTable",
+                    b.object_table,
+                    p.object_table,
+                    n(&k["object_table"]),
+                ),
+            ];
+            for (label, got, want, kds_value) in optional {
+                assert_eq!(want, kds_value, "{what} {label}: kds vs truth");
+                if let Some(got) = got {
+                    assert_eq!(got, want, "{what} {label}:\n{text}");
+                }
+            }
+        }
+
+        // lm: the kernel's modules.
+        let (ok, text) = run_ntoseye(&dump, &server, &home, "lm");
+        assert!(ok, "{name}: ntoseye lm failed:\n{text}");
+        let starts = parse_lm_starts(&text);
+        let kds_lm = kds.data("lm");
+        let kds_starts: Vec<u64> = kds_lm["modules"]
+            .as_array()
+            .expect("modules")
+            .iter()
+            .map(|m| n(&m["start"]))
+            .collect();
+        for m in &truth.modules {
+            assert!(
+                starts.contains(&m.base),
+                "{name}: ntoseye's lm lacks {} at {:#x}:\n{text}",
+                m.name,
+                m.base
+            );
+        }
+        assert_eq!(
+            starts.len(),
+            truth.modules.len(),
+            "{name}: lm rows:\n{text}"
+        );
+        let mut sorted = starts.clone();
+        sorted.sort_unstable();
+        let mut kds_sorted = kds_starts;
+        kds_sorted.sort_unstable();
+        assert_eq!(sorted, kds_sorted, "{name}: lm (ntoseye vs kds)");
+
+        // .process /p /r <lsass>; !peb
+        let l = lsass(truth);
+        let (ok, text) = run_ntoseye(
+            &dump,
+            &server,
+            &home,
+            &format!(".process /p /r {:x}; !peb", l.eprocess),
+        );
+        assert!(ok, "{name}: ntoseye !peb failed:\n{text}");
+        let peb = parse_peb(&text);
+        kds.data(&format!(".process /p /r {:x}", l.eprocess));
+        let kds_peb = kds.data("!peb");
+        assert_eq!(peb.address, Some(l.peb), "{name} PEB at:\n{text}");
+        assert_eq!(
+            peb.address,
+            Some(n(&kds_peb["address"])),
+            "{name} PEB (kds)"
+        );
+        assert_eq!(
+            peb.image_base,
+            Some(l.image_base),
+            "{name} ImageBaseAddress"
+        );
+        // Checked where ntoseye prints them with WinDbg's labels.
+        if let Some(ldr) = peb.ldr {
+            assert_eq!(ldr, l.ldr, "{name} Ldr:\n{text}");
+        }
+        if let Some(pp) = peb.process_parameters {
+            assert_eq!(
+                pp, l.process_parameters,
+                "{name} ProcessParameters:\n{text}"
+            );
+        }
+        if let Some(image) = &peb.image_file {
+            assert_eq!(image, &l.image_path, "{name} ImageFile:\n{text}");
+        }
+        if let Some(cmd) = &peb.command_line {
+            assert_eq!(cmd, &l.command_line, "{name} CommandLine:\n{text}");
+        }
+    }
+}
+
+/// The parsers on WinDbg's own text.
+#[test]
+fn parsers_read_windbg_text() {
+    let text = "PROCESS ffffa80123456080\n    SessionId: none  Cid: 0004    Peb: 00000000  \
+                ParentCid: 0000\n    DirBase: 001ad000  ObjectTable: ffffc00012345680  \
+                HandleCount: 2345.\n    Image: System\n\n\
+                PROCESS ffffa801`23457080\n    SessionId: 0  Cid: 02a4    Peb: a1b2c3d000  \
+                ParentCid: 0214\n    DirBase: 12345000  ObjectTable: ffffc00012399680  \
+                HandleCount: 1200.\n    Image: lsass.exe\n";
+    let b = parse_process_blocks(text);
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[1].address, 0xffff_a801_2345_7080);
+    assert_eq!(b[1].pid, Some(0x2a4));
+    assert_eq!(b[1].parent_pid, Some(0x214));
+    assert_eq!(b[1].peb, Some(0xa1_b2c3_d000));
+    assert_eq!(b[1].dir_base, Some(0x1234_5000));
+    assert_eq!(b[1].object_table, Some(0xffff_c000_1239_9680));
+    assert_eq!(b[1].image.as_deref(), Some("lsass.exe"));
+    assert_eq!(b[0].pid, Some(4));
+
+    let lm = "start             end                 module name\n\
+              fffff801`b2600000 fffff801`b3646000   nt         (pdb symbols)\n\
+              fffff801`b4000000 fffff801`b4010000   hal        (deferred)\n";
+    assert_eq!(
+        parse_lm_starts(lm),
+        vec![0xffff_f801_b260_0000, 0xffff_f801_b400_0000]
+    );
+
+    let peb = "PEB at 000000a1b2c3d000\n    ImageBaseAddress:         00007ff6e7f40000\n\
+               \x20   Ldr                       00007ffd3e0f53c0\n    Ldr.Initialized:          Yes\n\
+               \x20   ProcessParameters: 000001f1f2a51b50\n\
+               \x20   ImageFile:    'C:\\Windows\\system32\\lsass.exe'\n\
+               \x20   CommandLine:  'C:\\Windows\\system32\\lsass.exe'\n";
+    let p = parse_peb(peb);
+    assert_eq!(p.address, Some(0xa1_b2c3_d000));
+    assert_eq!(p.image_base, Some(0x7ff6_e7f4_0000));
+    assert_eq!(p.ldr, Some(0x7ffd_3e0f_53c0));
+    assert_eq!(p.process_parameters, Some(0x1f1_f2a5_1b50));
+    assert_eq!(
+        p.image_file.as_deref(),
+        Some("C:\\Windows\\system32\\lsass.exe")
+    );
+}
