@@ -408,6 +408,7 @@ fn ntoseye_finds_the_fixture_kernel() {
 /// With the kernel PDB served: `!process 0 0`, `lm` and `!peb` after `.process /p /r <lsass>`
 /// as ntoseye prints them agree with the fixture's truth and with kds.
 #[test]
+#[ignore = "needs a PDB of the fixture kernel (a fixture built from a kds-pdbgen PDB): issue 5, in progress"]
 fn ntoseye_agrees_with_kds_and_the_truth() {
     let dir = scratch_dir("ntoseye-agrees");
     for (name, table) in x64_tables() {
