@@ -149,7 +149,6 @@ pub enum LocateError {
 
 impl LocateError {
     /// The search behind the error.
-    #[must_use]
     pub fn search(&self) -> &SymbolSearch {
         match self {
             LocateError::NotFound { search, .. } => search,
