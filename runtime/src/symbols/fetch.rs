@@ -348,7 +348,16 @@ impl Fetch<'_> {
             match outcome {
                 Outcome::Found(c) => return Some(c),
                 Outcome::Missing => {}
-                Outcome::Failed => all_missing = false,
+                Outcome::Failed => {
+                    all_missing = false;
+                    // A server that is down or silent is not asked for the other forms.
+                    if matches!(
+                        self.search.failures.last(),
+                        Some(FetchFailure::Unreachable { .. } | FetchFailure::Timeout { .. })
+                    ) {
+                        break;
+                    }
+                }
             }
         }
         if all_missing {
@@ -426,7 +435,8 @@ impl Fetch<'_> {
                 }
             };
             attempt += 1;
-            if attempt > self.options.retries {
+            // A silent server is not waited for again.
+            if attempt > self.options.retries || matches!(failure, FetchFailure::Timeout { .. }) {
                 self.search.failures.push(failure);
                 return Outcome::Failed;
             }
@@ -619,7 +629,7 @@ impl Fetch<'_> {
             let reason = error_chain(&error);
             self.search.log.push(format!("SYMSRV:  {url} - {reason}"));
             attempt += 1;
-            if attempt > self.options.retries {
+            if attempt > self.options.retries || error.is_timeout() {
                 let failure = if error.is_timeout() {
                     FetchFailure::Timeout {
                         url: url.to_string(),
@@ -895,4 +905,65 @@ impl symsrv::SymsrvObserver for Observer {
     fn on_file_created(&self, _path: &Path, _size_in_bytes: u64) {}
     fn on_file_accessed(&self, _path: &Path) {}
     fn on_file_missed(&self, _path: &Path) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers_of(text: &str) -> Vec<(String, String)> {
+        servers(&SymbolPath::parse(text).unwrap())
+            .into_iter()
+            .map(|(d, u)| (d.display().to_string(), u))
+            .collect()
+    }
+
+    #[test]
+    fn each_server_with_its_downstream_store() {
+        let pair = |d: &str, u: &str| (d.to_string(), u.to_string());
+        assert_eq!(
+            servers_of(
+                "/syms;srv*/down*https://a.example/s/;symsrv*symsrv.dll*/d2*http://b.example"
+            ),
+            vec![
+                pair("/down", "https://a.example/s"),
+                pair("/d2", "http://b.example")
+            ]
+        );
+        // `cache*` names the downstream store of the servers after it.
+        assert_eq!(
+            servers_of("cache*/c;srv*https://a.example;srv*/own*https://b.example"),
+            vec![
+                pair("/c", "https://a.example"),
+                pair("/own", "https://b.example")
+            ]
+        );
+        // No downstream store (or the default one), another DLL, the default server: not asked.
+        assert!(servers_of(
+            "srv*https://a.example;srv**https://b.example;symsrv*other.dll*/d*https://c.example;srv*"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn negative_cache_entries_expire() {
+        let dir = std::env::temp_dir().join(format!("kds-negcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut search = SymbolSearch::default();
+        remember_miss(&dir, "http://x/a.pdb/K/a.pdb", &mut search);
+        assert!(search.failures.is_empty());
+        let options = FetchOptions::default();
+        assert!(negative_cache_hit(&dir, "http://x/a.pdb/K/a.pdb", &options).is_some());
+        assert!(negative_cache_hit(&dir, "http://x/b.pdb/K/b.pdb", &options).is_none());
+        std::fs::write(
+            dir.join(NEGATIVE_CACHE_FILE),
+            format!(
+                "{} http://x/old.pdb/K/old.pdb\ngarbage line\n",
+                unix_now() - 2 * 86_400
+            ),
+        )
+        .unwrap();
+        assert!(negative_cache_hit(&dir, "http://x/old.pdb/K/old.pdb", &options).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
