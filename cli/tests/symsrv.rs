@@ -72,7 +72,11 @@ fn srv_path_downloads_once_then_serves_from_the_downstream_store() {
 
     let out = kds(&["info", "-z", DEMO, "-y", &sympath]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cached = down.join(TABLE);
     assert!(
         stdout.contains(&format!("{} (1752 types)", cached.display())),
@@ -81,7 +85,15 @@ fn srv_path_downloads_once_then_serves_from_the_downstream_store() {
     assert!(!requests.lock().unwrap().is_empty());
 
     requests.lock().unwrap().clear();
-    let out = kds(&["run", "-z", DEMO, "-y", &sympath, "-c", "!process 0 0 System"]);
+    let out = kds(&[
+        "run",
+        "-z",
+        DEMO,
+        "-y",
+        &sympath,
+        "-c",
+        "!process 0 0 System",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -89,6 +101,10 @@ fn srv_path_downloads_once_then_serves_from_the_downstream_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Image: System"));
-    assert!(requests.lock().unwrap().is_empty(), "{:?}", requests.lock().unwrap());
+    assert!(
+        requests.lock().unwrap().is_empty(),
+        "{:?}",
+        requests.lock().unwrap()
+    );
     let _ = std::fs::remove_dir_all(&down);
 }
