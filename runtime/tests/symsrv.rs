@@ -472,3 +472,47 @@ fn corrupt_or_mismatched_pdb_is_not_cached() {
     assert!(!cached(&down.0, &pdb.id).exists());
     assert!(!down.0.join(STAGING_DIR).exists());
 }
+
+#[test]
+fn silent_server_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and never answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let down = TempDir::new("down");
+    let pdb = test_pdb();
+    let path = SymbolPath::parse(&format!(
+        "srv*{}*http://127.0.0.1:{port}/symbols",
+        down.0.display()
+    ))
+    .unwrap();
+    let options = FetchOptions {
+        timeout: Duration::from_secs(1),
+        ..options()
+    };
+    let started = Instant::now();
+    let err = SymbolLocator::with_options(path, options)
+        .locate(&pdb.id)
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            err.search().failures.as_slice(),
+            [FetchFailure::Timeout { seconds: 1, .. }]
+        ),
+        "{:?}",
+        err.search().failures
+    );
+    assert!(err.to_string().contains("no answer within 1 s"), "{err}");
+    assert!(!down.0.join(NEGATIVE_CACHE_FILE).exists());
+    assert!(!cached(&down.0, &pdb.id).exists());
+}
