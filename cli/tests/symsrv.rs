@@ -84,6 +84,8 @@ fn srv_path_downloads_once_then_serves_from_the_downstream_store() {
     );
     assert!(!requests.lock().unwrap().is_empty());
 
+    // Let any request still in flight land before counting afresh.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     requests.lock().unwrap().clear();
     let out = kds(&[
         "run",

@@ -67,7 +67,18 @@ impl Server {
         self.requests.lock().unwrap().clone()
     }
 
+    /// Forget the requests so far, once in-flight ones have landed: `symsrv` asks for the PDB
+    /// and the `.pd_` at once and drops the loser, whose request may still arrive.
     fn reset(&self) {
+        let mut seen = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(150));
+            let now = self.requests.lock().unwrap().len();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
         self.requests.lock().unwrap().clear();
     }
 }
