@@ -872,10 +872,18 @@ impl symsrv::SymsrvObserver for Observer {
 
     fn on_download_failed(&self, download_id: u64, reason: symsrv::DownloadError) {
         let url = self.url(download_id);
+        use symsrv::DownloadError as E;
+        // `symsrv` keeps the cause inside without naming it as the source: walk it ourselves.
         let reason = match &reason {
-            symsrv::DownloadError::StatusError(s) if s.as_u16() == 404 => FailReason::NotFound,
-            symsrv::DownloadError::OpenFailed(_) | symsrv::DownloadError::Timeout => {
-                FailReason::Connect(error_chain(&reason))
+            E::StatusError(s) if s.as_u16() == 404 => FailReason::NotFound,
+            E::OpenFailed(inner) => FailReason::Connect(error_chain(inner.as_ref())),
+            E::Timeout => FailReason::Connect(reason.to_string()),
+            E::ErrorDuringDownloading(inner) => FailReason::Other(format!(
+                "the body ended early or was malformed: {}",
+                error_chain(inner)
+            )),
+            E::ErrorWhileWritingDownloadedFile(inner) => {
+                FailReason::Other(format!("cannot write the download: {}", error_chain(inner)))
             }
             _ => FailReason::Other(error_chain(&reason)),
         };
