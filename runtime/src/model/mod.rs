@@ -94,6 +94,8 @@ pub struct ModelContext {
     user_modules: Mutex<HashMap<u64, ModuleMap>>,
     /// Function tables read for unwinding, per address space.
     unwind_caches: Mutex<HashMap<u64, UnwindCache>>,
+    /// How the kernel's symbols were found (`SYMSRV:` lines, for `!sym noisy` and `.reload`).
+    symbol_log: OnceLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for ModelContext {
@@ -155,6 +157,7 @@ impl ModelContext {
             kernel_modules: OnceLock::new(),
             user_modules: Mutex::new(HashMap::new()),
             unwind_caches: Mutex::new(HashMap::new()),
+            symbol_log: OnceLock::new(),
         })
     }
 
@@ -170,26 +173,39 @@ impl ModelContext {
             Some(Err(e)) => return Err(ModelError::NoSymbols(e.to_string())),
             None => return Err(ModelError::NoSymbols("the kernel names no PDB".into())),
         };
-        Ok(ModelContext::new(
+        let model = ModelContext::new(
             Arc::clone(&session.target),
             session.kernel_space.spec(),
             session.kernel_space.dtb(),
             table,
             kernel.base,
-        ))
+        );
+        if let Some(Ok(loaded)) = &session.symbols {
+            let _ = model.symbol_log.set(loaded.search.log.clone());
+        }
+        Ok(model)
+    }
+
+    /// How the kernel's symbols were found, in WinDbg's `SYMSRV:` wording (empty for a model
+    /// not made from a session).
+    #[must_use]
+    pub fn kernel_symbol_log(&self) -> &[String] {
+        self.symbol_log.get().map_or(&[], Vec::as_slice)
     }
 
     /// Same model with other bounds (the per-DTB cache starts empty).
     #[must_use]
     pub fn relimited(&self, limits: Limits) -> Arc<ModelContext> {
-        ModelContext::with_limits(
+        let model = ModelContext::with_limits(
             Arc::clone(&self.target),
             self.spec,
             self.kernel_space.dtb(),
             Arc::clone(&self.table),
             self.kernel_base,
             limits,
-        )
+        );
+        let _ = model.symbol_log.set(self.kernel_symbol_log().to_vec());
+        model
     }
 
     #[must_use]
