@@ -125,8 +125,10 @@ pub enum FetchFailure {
     },
     #[error("{url}: file.ptr: {reason}")]
     Pointer { url: String, reason: String },
-    #[error("{path}: {reason}")]
+    #[error("{}: {reason}", .path.display())]
     Io { path: PathBuf, reason: String },
+    #[error("`{name}` is not a plain file name; no symbol server was asked for it")]
+    BadName { name: String },
 }
 
 /// A symbol file found locally or downloaded, and what the search did.
@@ -210,6 +212,18 @@ impl SymbolLocator {
         }
         let servers = servers(&self.path);
         if servers.is_empty() {
+            return search;
+        }
+        // The name comes from the target: it must not reach outside the store or the URL path.
+        let plain = !pdb.name.is_empty()
+            && pdb.name != "."
+            && pdb.name != ".."
+            && !pdb.name.contains(['/', '\\', ':', '?', '#', '%'])
+            && !pdb.name.chars().any(char::is_control);
+        if !plain {
+            search.failures.push(FetchFailure::BadName {
+                name: pdb.name.clone(),
+            });
             return search;
         }
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -951,6 +965,24 @@ mod tests {
             "srv*https://a.example;srv**https://b.example;symsrv*other.dll*/d*https://c.example;srv*"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn names_that_leave_the_store_are_not_asked_for() {
+        let path = SymbolPath::parse("srv*/nonexistent/kds-down*http://127.0.0.1:9").unwrap();
+        for name in ["../evil.pdb", "a/b.pdb", r"..\\x.pdb", "x.pdb?q", ".."] {
+            let pdb = PdbIdentity {
+                name: name.into(),
+                guid: super::super::Guid::default(),
+                age: 1,
+            };
+            let search = SymbolLocator::new(path.clone()).search(&pdb);
+            assert_eq!(
+                search.failures,
+                vec![FetchFailure::BadName { name: name.into() }]
+            );
+            assert!(search.asked.is_empty());
+        }
     }
 
     #[test]
