@@ -1,6 +1,7 @@
 //! `kds`: the command line. Argument parsing and wiring only; the work is in the crates.
 
 mod check;
+mod download_progress;
 mod repl;
 mod run;
 mod target;

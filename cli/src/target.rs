@@ -14,7 +14,10 @@ pub struct TargetArgs {
     /// A kernel crash dump (MEMORY.DMP); `-z` as in WinDbg.
     #[arg(short = 'z', long = "dump", value_name = "DUMP")]
     pub dump: Option<PathBuf>,
-    /// Symbol search path (`_NT_SYMBOL_PATH` syntax); defaults to `_NT_SYMBOL_PATH`.
+    /// Symbol search path (`_NT_SYMBOL_PATH` syntax: directories, `cache*<dir>`,
+    /// `srv*<downstream>*<url>`, `symsrv*symsrv.dll*<downstream>*<url>`); defaults to
+    /// `_NT_ALT_SYMBOL_PATH` then `_NT_SYMBOL_PATH`. Servers are asked only for the PDB's name,
+    /// GUID and age; downloads are cached in the downstream store.
     #[arg(short = 'y', long = "sympath", value_name = "PATH")]
     pub sympath: Option<String>,
 }
@@ -44,6 +47,7 @@ pub fn open(args: &TargetArgs, positional: Option<&PathBuf>) -> Result<Opened> {
         .or(positional)
         .ok_or_else(|| miette!(help = "give a dump with -z MEMORY.DMP", "no target given"))?;
     let symbol_path = SymbolPath::from_env_and_arg(args.sympath.as_deref()).into_diagnostic()?;
+    crate::download_progress::install();
     let dump = DumpTarget::open(path)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot open {}", path.display()))?;

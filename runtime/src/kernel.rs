@@ -7,7 +7,8 @@
 
 use crate::mmu::{AddressSpace, VirtualReadError};
 use crate::pe::{parse_image, ImageMemory, PeError, PeImage};
-use crate::symbols::store::{find_symbol_file, SymbolFileKind, SymbolSearch};
+use crate::symbols::fetch::SymbolLocator;
+use crate::symbols::store::{SymbolFileKind, SymbolSearch};
 use crate::symbols::sympath::SymbolPath;
 use crate::symbols::{
     load_isf_file, load_pdb_file, IsfError, PdbIdentity, PdbLoadError, SymbolTable,
@@ -191,7 +192,7 @@ pub fn load_symbols(
     path: &SymbolPath,
     pdb: &PdbIdentity,
 ) -> Result<LoadedSymbols, SymbolLoadError> {
-    let search = find_symbol_file(path, pdb);
+    let search = SymbolLocator::new(path.clone()).search(pdb);
     let Some(candidate) = search.found.clone() else {
         return Err(SymbolLoadError::NotFound(search.describe_miss(pdb)));
     };

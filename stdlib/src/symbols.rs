@@ -47,6 +47,8 @@ pub struct ReloadReport {
     pub kernel: bool,
     pub user: bool,
     pub modules: Vec<ModuleSymbolState>,
+    /// How the kernel's symbols were found (`SYMSRV:` lines), shown in noisy mode.
+    pub symsrv: Vec<String>,
     #[serde(skip)]
     pub noisy: bool,
 }
@@ -93,6 +95,11 @@ pub fn reload_command(
         kernel: !user_only,
         user,
         modules: states,
+        symsrv: if user_only {
+            Vec::new()
+        } else {
+            dbg.model().kernel_symbol_log().to_vec()
+        },
         noisy: dbg.noisy(),
     })
 }
@@ -114,6 +121,9 @@ impl Report for ReloadReport {
             dots(out, true);
         }
         if self.noisy {
+            for line in &self.symsrv {
+                let _ = writeln!(out, "{line}");
+            }
             for m in &self.modules {
                 match m.source {
                     Some(SymbolSource::Pdb) => {
@@ -134,5 +144,36 @@ impl Report for ReloadReport {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noisy_reload_shows_how_the_kernel_symbols_were_found() {
+        let mut report = ReloadReport {
+            kernel: true,
+            user: false,
+            modules: Vec::new(),
+            symsrv: vec![
+                "SYMSRV:  /s/nt.pdb/K/nt.pdb not found".into(),
+                "SYMSRV:  /s/nt.pdb/K/nt.pdb from http://x/nt.pdb/K/nt.pdb: 10 bytes - copied"
+                    .into(),
+            ],
+            noisy: true,
+        };
+        let mut out = String::new();
+        report.render(&mut out);
+        assert_eq!(
+            out,
+            "Loading Kernel Symbols\nSYMSRV:  /s/nt.pdb/K/nt.pdb not found\n\
+             SYMSRV:  /s/nt.pdb/K/nt.pdb from http://x/nt.pdb/K/nt.pdb: 10 bytes - copied\n"
+        );
+        report.noisy = false;
+        let mut quiet = String::new();
+        report.render(&mut quiet);
+        assert_eq!(quiet, "Loading Kernel Symbols\n");
     }
 }

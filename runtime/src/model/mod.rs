@@ -98,6 +98,8 @@ pub struct ModelContext {
     symbol_provider: OnceLock<Arc<dyn SymbolProvider>>,
     /// The file the kernel's table was read from.
     kernel_symbol_file: OnceLock<std::path::PathBuf>,
+    /// How the kernel's symbols were found (`SYMSRV:` lines, for `!sym noisy` and `.reload`).
+    symbol_log: OnceLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for ModelContext {
@@ -161,6 +163,7 @@ impl ModelContext {
             unwind_caches: Mutex::new(HashMap::new()),
             symbol_provider: OnceLock::new(),
             kernel_symbol_file: OnceLock::new(),
+            symbol_log: OnceLock::new(),
         })
     }
 
@@ -186,6 +189,7 @@ impl ModelContext {
         model.set_symbol_provider(Arc::new(PathProvider::new(session.symbol_path.clone())));
         if let Some(Ok(loaded)) = &session.symbols {
             let _ = model.kernel_symbol_file.set(loaded.path.clone());
+            let _ = model.symbol_log.set(loaded.search.log.clone());
         }
         Ok(model)
     }
@@ -207,6 +211,13 @@ impl ModelContext {
         self.symbol_provider.get().cloned()
     }
 
+    /// How the kernel's symbols were found, in WinDbg's `SYMSRV:` wording (empty for a model
+    /// not made from a session).
+    #[must_use]
+    pub fn kernel_symbol_log(&self) -> &[String] {
+        self.symbol_log.get().map_or(&[], Vec::as_slice)
+    }
+
     /// Same model with other bounds (the per-DTB cache starts empty).
     #[must_use]
     pub fn relimited(&self, limits: Limits) -> Arc<ModelContext> {
@@ -221,6 +232,7 @@ impl ModelContext {
         if let Some(provider) = self.symbol_provider() {
             model.set_symbol_provider(provider);
         }
+        let _ = model.symbol_log.set(self.kernel_symbol_log().to_vec());
         model
     }
 

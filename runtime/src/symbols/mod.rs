@@ -1,6 +1,7 @@
 //! Symbols: one layout model, filled from Volatility ISF tables and from PDB files,
 //! and the search for the table that matches an image.
 
+pub mod fetch;
 mod isf;
 mod layout;
 mod pdb;

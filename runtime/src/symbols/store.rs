@@ -29,6 +29,7 @@
 //! ));
 //! ```
 
+use super::fetch::FetchFailure;
 use super::sympath::{is_symsrv_dll, SymbolPath, SymbolPathElement, MICROSOFT_SYMBOL_SERVER};
 use super::PdbIdentity;
 use std::fmt::Write as _;
@@ -62,6 +63,12 @@ pub struct SymbolSearch {
     pub looked_in: Vec<PathBuf>,
     /// Symbol-path elements not searched, each with the reason.
     pub skipped: Vec<String>,
+    /// Every URL requested (or skipped as a remembered miss), in order.
+    pub asked: Vec<String>,
+    /// What went wrong on the way (server down, timeouts, corrupt downloads).
+    pub failures: Vec<FetchFailure>,
+    /// What was done, in WinDbg's `SYMSRV:` wording (for `!sym noisy`).
+    pub log: Vec<String>,
 }
 
 impl SymbolSearch {
@@ -79,6 +86,18 @@ impl SymbolSearch {
                 let _ = write!(out, "\n  {}", path.display());
             }
         }
+        if !self.asked.is_empty() {
+            out.push_str("\nasked:");
+            for url in &self.asked {
+                let _ = write!(out, "\n  {url}");
+            }
+        }
+        if !self.failures.is_empty() {
+            out.push_str("\nfailed:");
+            for failure in &self.failures {
+                let _ = write!(out, "\n  {failure}");
+            }
+        }
         if !self.skipped.is_empty() {
             out.push_str("\nskipped:");
             for reason in &self.skipped {
@@ -93,7 +112,11 @@ impl SymbolSearch {
 pub fn find_symbol_file(path: &SymbolPath, pdb: &PdbIdentity) -> SymbolSearch {
     let mut search = SymbolSearch::default();
     let mut searched: Vec<&Path> = Vec::new();
+    let mut has_cache = false;
     for element in &path.elements {
+        if matches!(element, SymbolPathElement::Cache(dir) if !dir.as_os_str().is_empty()) {
+            has_cache = true;
+        }
         for dir in element.local_dirs() {
             if searched.contains(&dir) {
                 continue;
@@ -108,7 +131,7 @@ pub fn find_symbol_file(path: &SymbolPath, pdb: &PdbIdentity) -> SymbolSearch {
                 return search;
             }
         }
-        if let Some(reason) = not_searched(element) {
+        if let Some(reason) = not_searched(element, has_cache) {
             search.skipped.push(format!("{element} : {reason}"));
         }
     }
@@ -116,8 +139,9 @@ pub fn find_symbol_file(path: &SymbolPath, pdb: &PdbIdentity) -> SymbolSearch {
 }
 
 /// Why (part of) an element is not searched locally, if it is not.
-fn not_searched(element: &SymbolPathElement) -> Option<String> {
-    const DOWNLOAD: &str = "symbol-server download is not implemented yet";
+fn not_searched(element: &SymbolPathElement, has_cache: bool) -> Option<String> {
+    const DOWNLOAD: &str =
+        "kds downloads only into a named downstream store (srv*<dir>*<url> or cache*<dir> before it)";
     match element {
         SymbolPathElement::Directory(_) => None,
         SymbolPathElement::Cache(dir) if dir.as_os_str().is_empty() => {
@@ -144,8 +168,13 @@ fn not_searched(element: &SymbolPathElement) -> Option<String> {
                     "kds has no default downstream store; name one (srv*<dir>*<url>)".to_string(),
                 );
             }
+            let named_downstream = has_cache
+                || element
+                    .local_dirs()
+                    .first()
+                    .is_some_and(|d| !d.as_os_str().is_empty());
             let remote = element.remote_stores();
-            if !remote.is_empty() {
+            if !remote.is_empty() && !named_downstream && !default_downstream {
                 reasons.push(format!("{}: {DOWNLOAD}", remote.join(", ")));
             }
             (!reasons.is_empty()).then(|| reasons.join("; "))
@@ -209,7 +238,7 @@ fn probe_dir(dir: &Path, pdb: &PdbIdentity, looked_in: &mut Vec<PathBuf>) -> Opt
 }
 
 /// `ntkrnlmp.pdb` -> `ntkrnlmp`; a name without the extension stays as it is.
-fn pdb_stem(name: &str) -> &str {
+pub(crate) fn pdb_stem(name: &str) -> &str {
     match name.len().checked_sub(4) {
         Some(cut) if name.is_char_boundary(cut) && name[cut..].eq_ignore_ascii_case(".pdb") => {
             &name[..cut]
@@ -468,7 +497,7 @@ mod tests {
   {d}/ntkrnlmp.pdb/{GUID}1/ntkrnlmp.json
   {d}/ntkrnlmp.pdb/{GUID}1/ntkrnlmp.pdb
 skipped:
-  srv*https://msdl.microsoft.com/download/symbols : https://msdl.microsoft.com/download/symbols: symbol-server download is not implemented yet
+  srv*https://msdl.microsoft.com/download/symbols : https://msdl.microsoft.com/download/symbols: kds downloads only into a named downstream store (srv*<dir>*<url> or cache*<dir> before it)
   cache* : kds has no default cache directory; name one (cache*<dir>)
   symsrv*other.dll*x : only symsrv.dll stores are understood, not other.dll"
         );
@@ -485,8 +514,8 @@ skipped:
             format!(
                 "no symbol table for ntkrnlmp.pdb {GUID}-2; the symbol path names no local directory (set it with -y or _NT_SYMBOL_PATH)
 skipped:
-  srv* : the default symbol store (https://msdl.microsoft.com/download/symbols): symbol-server download is not implemented yet
-  srv**https://a.example : kds has no default downstream store; name one (srv*<dir>*<url>); https://a.example: symbol-server download is not implemented yet"
+  srv* : the default symbol store (https://msdl.microsoft.com/download/symbols): kds downloads only into a named downstream store (srv*<dir>*<url> or cache*<dir> before it)
+  srv**https://a.example : kds has no default downstream store; name one (srv*<dir>*<url>)"
             )
         );
     }
