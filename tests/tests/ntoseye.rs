@@ -19,10 +19,12 @@
 //!   base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr, ProcessParameters,
 //!   ImageFile and CommandLine are checked wherever ntoseye prints them with WinDbg's labels.
 
-use kds_e2e::{fixture_dump, model_for, python_venv, scratch_dir, symbol_dir_with, x64_tables};
+use kds_e2e::{
+    fixture_dump, fixture_with_pdb, model_for, pdb_store_with, python_venv, scratch_dir, x64_tables,
+};
 use kds_exec::{Interpreter, OutputItem, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
-use kds_fixture::{GroundTruth, ProcessTruth};
+use kds_fixture::{Fixture, GroundTruth, ProcessTruth};
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -121,33 +123,12 @@ fn serve(stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
 // ---------------------------------------------------------------------------------------------
 // The PDB: the integration point.
 
-/// INTEGRATION POINT: a real PDB (MSF 7.0) of the fixture kernel, whose PDB stream carries the
-/// table's GUID and age, with the symbols and types ntoseye reads (`NTOSEYE_NEEDS` below).
-///
-/// Today it is taken from `KDS_NTOSEYE_PDB_DIR`, a directory in symbol-store layout
-/// (`<name>/<GUID><AGE>/<name>`), where one was made by hand. When the PDB generator
-/// (`tests/pdbgen`, clang + lld from an ISF table) lands, call it here with `table` and return
-/// the file it writes.
-fn kernel_pdb(table: &Path, truth: &GroundTruth) -> Result<PathBuf, String> {
-    let rel = store_path(truth);
-    if let Some(dir) = std::env::var_os("KDS_NTOSEYE_PDB_DIR") {
-        let pdb = PathBuf::from(dir).join(&rel);
-        return if pdb.is_file() {
-            Ok(pdb)
-        } else {
-            Err(format!(
-                "KDS_NTOSEYE_PDB_DIR has no {} (for table {})",
-                rel,
-                table.display()
-            ))
-        };
-    }
-    Err(format!(
-        "no PDB for the fixture kernel {rel} (table {}): the PDB generator (tests/pdbgen) has \
-         not landed; kernel_pdb() in tests/tests/ntoseye.rs is where it plugs in (or set \
-         KDS_NTOSEYE_PDB_DIR to a symbol store holding {rel}). ntoseye needs: {NTOSEYE_NEEDS}",
-        table.display()
-    ))
+/// INTEGRATION POINT: the fixture kernel and a real PDB (MSF 7.0) of it, made in one step
+/// (`fixture_with_pdb`: kds-pdbgen writes a PDB with every type of `table` and every symbol at
+/// its table RVA, then the fixture is built from that PDB so its nt image names the PDB's
+/// GUID and age). Returns the fixture, the PDB and the dump.
+fn kernel_pdb(table: &Path, dir: &Path) -> (Fixture, PathBuf, PathBuf) {
+    fixture_with_pdb(table, 1, DumpKind::BitmapFull, dir)
 }
 
 /// What ntoseye (0.52, which reads PDBs with the `pdb2` crate) takes from the kernel PDB for
@@ -408,32 +389,27 @@ fn ntoseye_finds_the_fixture_kernel() {
 /// With the kernel PDB served: `!process 0 0`, `lm` and `!peb` after `.process /p /r <lsass>`
 /// as ntoseye prints them agree with the fixture's truth and with kds.
 #[test]
-#[ignore = "needs a PDB of the fixture kernel (a fixture built from a kds-pdbgen PDB): issue 5, in progress"]
 fn ntoseye_agrees_with_kds_and_the_truth() {
     let dir = scratch_dir("ntoseye-agrees");
     for (name, table) in x64_tables() {
-        let (fixture, dump) = fixture_dump(
-            &table,
-            1,
-            DumpKind::BitmapFull,
-            &dir,
-            &format!("{name}.dmp"),
-        );
+        let (fixture, pdb, dump) = kernel_pdb(&table, &dir.join(name));
         let truth = &fixture.truth;
-        let pdb = kernel_pdb(&table, truth).unwrap_or_else(|e| panic!("{name}: {e}"));
 
-        // The store: the PDB at its store path.
-        let store = dir.join(format!("store-{name}"));
-        let at = store.join(store_path(truth));
-        std::fs::create_dir_all(at.parent().expect("store path has a parent")).expect("store");
-        std::fs::copy(&pdb, &at).expect("copy the PDB into the store");
-        let server = SymbolServer::start(store);
+        // The store: the PDB at its store path, served over HTTP to ntoseye and read from the
+        // directory by kds.
+        let identity = fixture.table.identity().expect("the PDB has an identity");
+        let store = pdb_store_with(&pdb, identity, &dir.join(name));
+        assert!(
+            store.join(store_path(truth)).is_file(),
+            "{name}: the store holds {}",
+            store_path(truth)
+        );
+        let server = SymbolServer::start(store.clone());
         let home = dir.join(format!("home-{name}"));
         std::fs::create_dir_all(&home).expect("home dir");
 
-        let symbols = symbol_dir_with(&table, &dir.join(name));
         let mut kds = Kds {
-            interpreter: Interpreter::new(model_for(&dump, &symbols), &RunOptions::default()),
+            interpreter: Interpreter::new(model_for(&dump, &store), &RunOptions::default()),
         };
 
         // !process 0 0
