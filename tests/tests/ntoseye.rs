@@ -20,7 +20,8 @@
 //!   ImageFile and CommandLine are checked wherever ntoseye prints them with WinDbg's labels.
 
 use kds_e2e::{
-    fixture_dump, fixture_with_pdb, model_for, pdb_store_with, python_venv, scratch_dir, x64_tables,
+    fixture_dump, fixture_with_pdb, model_for, pdb_store_with, python_venv, scratch_dir,
+    symbol_dir_with, x64_tables,
 };
 use kds_exec::{Interpreter, OutputItem, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
@@ -590,6 +591,102 @@ fn ntoseye_agrees_with_kds_and_the_truth() {
         if let Some(cmd) = &peb.command_line {
             assert_eq!(cmd, &l.command_line, "{name} CommandLine:\n{text}");
         }
+    }
+}
+
+/// kds's `!process 0 0` and `lm` on a dump agree with its fixture's truth, field by field.
+fn kds_agrees_with_truth(kds: &mut Kds, truth: &GroundTruth, what: &str) {
+    let blocks = kds.data("!process 0 0");
+    let blocks = blocks["processes"].as_array().expect("process blocks");
+    assert_eq!(blocks.len(), truth.processes.len(), "{what}: process count");
+    for (k, p) in blocks.iter().zip(&truth.processes) {
+        let who = format!("{what} {}", p.image_file_name);
+        assert_eq!(n(&k["address"]), p.eprocess, "{who} address");
+        assert_eq!(n(&k["pid"]), p.pid, "{who} pid");
+        assert_eq!(n(&k["parent_pid"]), p.ppid, "{who} parent");
+        assert_eq!(n(&k["peb"]), p.peb, "{who} peb");
+        assert_eq!(n(&k["dir_base"]), p.dtb, "{who} dir_base");
+        assert_eq!(n(&k["object_table"]), p.object_table, "{who} object_table");
+        assert_eq!(
+            k["image"].as_str(),
+            Some(p.image_file_name.as_str()),
+            "{who}"
+        );
+    }
+    let lm = kds.data("lm");
+    let mut got: Vec<(u64, String)> = lm["modules"]
+        .as_array()
+        .expect("modules")
+        .iter()
+        .map(|m| {
+            (
+                n(&m["start"]),
+                m["image_name"].as_str().unwrap_or_default().to_lowercase(),
+            )
+        })
+        .collect();
+    let mut want: Vec<(u64, String)> = truth
+        .modules
+        .iter()
+        .map(|m| (m.base, m.name.to_lowercase()))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}: lm");
+}
+
+/// A fixture built from a generated PDB (the PDB read by kds from a store directory) analyses
+/// exactly as the fixture built from the ISF table: kds's `!process 0 0` and `lm` match each
+/// fixture's truth, and the two machines hold the same processes and modules.
+#[test]
+fn pdb_built_fixture_analyses_as_the_isf_one() {
+    let dir = scratch_dir("pdb-fixture");
+    for (name, table) in x64_tables() {
+        let (isf_fixture, isf_dump) = fixture_dump(
+            &table,
+            1,
+            DumpKind::BitmapFull,
+            &dir,
+            &format!("{name}-isf.dmp"),
+        );
+        let symbols = symbol_dir_with(&table, &dir.join(format!("{name}-isf")));
+        let mut kds = Kds {
+            interpreter: Interpreter::new(model_for(&isf_dump, &symbols), &RunOptions::default()),
+        };
+        kds_agrees_with_truth(&mut kds, &isf_fixture.truth, &format!("{name} (ISF)"));
+
+        let (fixture, pdb, dump) = kernel_pdb(&table, &dir.join(name));
+        let identity = fixture.table.identity().expect("the PDB has an identity");
+        assert_ne!(
+            identity.isf_stem(),
+            isf_fixture.truth.pdb,
+            "{name}: the generated PDB has its own GUID"
+        );
+        assert_eq!(
+            fixture.truth.pdb,
+            identity.isf_stem(),
+            "{name}: nt names the PDB"
+        );
+        // The store holds the PDB and nothing else: kds can only have read the kernel from it.
+        let store = pdb_store_with(&pdb, identity, &dir.join(name));
+        let mut kds = Kds {
+            interpreter: Interpreter::new(model_for(&dump, &store), &RunOptions::default()),
+        };
+        kds_agrees_with_truth(&mut kds, &fixture.truth, &format!("{name} (PDB)"));
+        let summary = |t: &GroundTruth| {
+            (
+                t.processes
+                    .iter()
+                    .map(|p| (p.image_file_name.clone(), p.pid, p.ppid))
+                    .collect::<Vec<_>>(),
+                t.modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            summary(&fixture.truth),
+            summary(&isf_fixture.truth),
+            "{name}: the PDB-built machine holds what the ISF-built one holds"
+        );
     }
 }
 
