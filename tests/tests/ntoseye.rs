@@ -12,12 +12,17 @@
 //! - `ntoseye_finds_the_fixture_kernel` needs no PDB: the store answers 404 and the test checks
 //!   that ntoseye asked for exactly the fixture kernel's identity, which it can only have read
 //!   from the nt image it located.
-//! - `ntoseye_agrees_with_kds_and_the_truth` needs a real PDB of the fixture kernel (see
-//!   [`kernel_pdb`], the integration point) and compares `!process 0 0`, `lm` and `!peb` (after
+//! - `ntoseye_agrees_with_kds_and_the_truth` builds the fixture from a generated PDB of the
+//!   kernel ([`kernel_pdb`]: kds-pdbgen, every symbol at its table RVA), serves that PDB in
+//!   store layout, lets kds read it from the store directory, and compares `!process 0 0`, `lm` and `!peb` (after
 //!   `.process /p /r <lsass>`) with the fixture's truth and kds's structured results. The
 //!   process address, Cid, image name, `lm`'s start addresses and the PEB address and image
 //!   base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr, ProcessParameters,
 //!   ImageFile and CommandLine are checked wherever ntoseye prints them with WinDbg's labels.
+//!   ntoseye 0.52 prints `!process 0 0` as a table (full image names past `ImageFileName`'s
+//!   15 characters) and, for the fixture's lsass, `!peb` as the address only.
+//! - `pdb_built_fixture_analyses_as_the_isf_one` runs kds (no ntoseye) on the ISF-built and the
+//!   PDB-built fixture of each table and checks both against their truth.
 
 use kds_e2e::{
     fixture_dump, fixture_with_pdb, model_for, pdb_store_with, python_venv, scratch_dir,
@@ -709,6 +714,35 @@ fn parsers_read_windbg_text() {
     assert_eq!(b[1].object_table, Some(0xffff_c000_1239_9680));
     assert_eq!(b[1].image.as_deref(), Some("lsass.exe"));
     assert_eq!(b[0].pid, Some(4));
+
+    // ntoseye 0.52's table (its real output on a fixture, two rows).
+    let table = "0: dmp> !process 0 0\n\
+                 PROCESS           SessionId  Cid             Peb               Wow64  ParentCid       DirBase           ObjectTable       HandleCount  Image\n\
+                 ffffc23c6403f1f0  0          4 (0x4)         -                 -      0 (0x0)         00000000001a0000  fffff4c7fa0000e0  2425         System\n\
+                 ffffc23c64129040  0          5428 (0x1534)   00000043dcab9000  -      1792 (0x700)    0000000000d8f000  fffff4c7fa00c5f0  356          Microsoft.ActiveDirectory.WebServices.exe\n";
+    let t = parse_process_blocks(table);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].address, 0xffff_c23c_6403_f1f0);
+    assert_eq!(
+        (t[0].pid, t[0].peb, t[0].parent_pid),
+        (Some(4), Some(0), Some(0))
+    );
+    assert_eq!(t[1].pid, Some(0x1534));
+    assert_eq!(t[1].parent_pid, Some(0x700));
+    assert_eq!(t[1].peb, Some(0x43_dcab_9000));
+    assert_eq!(t[1].dir_base, Some(0xd8_f000));
+    assert_eq!(t[1].object_table, Some(0xffff_f4c7_fa00_c5f0));
+    assert_eq!(
+        t[1].image.as_deref(),
+        Some("Microsoft.ActiveDirectory.WebServices.exe")
+    );
+    let ntoseye_lm = "Start             End               Module                 Version  Symbols  Source  Image\n\
+                      fffff801b2600000  fffff801b3441000  nt                     -        loaded   cached  ntoskrnl.exe\n";
+    assert_eq!(parse_lm_starts(ntoseye_lm), vec![0xffff_f801_b260_0000]);
+    assert_eq!(
+        parse_peb("PEB 000000d950de8000\n").address,
+        Some(0xd9_50de_8000)
+    );
 
     let lm = "start             end                 module name\n\
               fffff801`b2600000 fffff801`b3646000   nt         (pdb symbols)\n\
