@@ -14,11 +14,11 @@
 //!   from the nt image it located.
 //! - `ntoseye_agrees_with_kds_and_the_truth` builds the fixture from a generated PDB of the
 //!   kernel ([`kernel_pdb`]: kds-pdbgen, every symbol at its table RVA), serves that PDB in
-//!   store layout, lets kds read it from the store directory, and compares `!process 0 0`, `lm` and `!peb` (after
-//!   `.process /p /r <lsass>`) with the fixture's truth and kds's structured results. The
-//!   process address, Cid, image name, `lm`'s start addresses and the PEB address and image
-//!   base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr, ProcessParameters,
-//!   ImageFile and CommandLine are checked wherever ntoseye prints them with WinDbg's labels.
+//!   store layout, lets kds read it from the store directory, and compares `!process 0 0`,
+//!   `lm` and `!peb` (after `.process /p /r <lsass>`) with the fixture's truth and kds's
+//!   structured results. The process address, Cid, image name, `lm`'s start addresses and the
+//!   PEB address must be printed; ParentCid, Peb, DirBase, ObjectTable, ImageBaseAddress, Ldr,
+//!   ProcessParameters, ImageFile and CommandLine are checked wherever ntoseye prints them.
 //!   ntoseye 0.52 prints `!process 0 0` as a table (full image names past `ImageFileName`'s
 //!   15 characters) and, for the fixture's lsass, `!peb` as the address only.
 //! - `pdb_built_fixture_analyses_as_the_isf_one` runs kds (no ntoseye) on the ISF-built and the
