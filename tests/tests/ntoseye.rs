@@ -17,10 +17,10 @@
 //!   store layout, lets kds read it from the store directory, and compares `!process 0 0`,
 //!   `lm` and `!peb` (after `.process /p /r <lsass>`) with the fixture's truth and kds's
 //!   structured results. The process address, Cid, image name, `lm`'s start addresses and the
-//!   PEB address must be printed; ParentCid, Peb, DirBase, ObjectTable, ImageBaseAddress, Ldr,
+//!   PEB address and image base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr,
 //!   ProcessParameters, ImageFile and CommandLine are checked wherever ntoseye prints them.
 //!   ntoseye 0.52 prints `!process 0 0` as a table (full image names past `ImageFileName`'s
-//!   15 characters) and, for the fixture's lsass, `!peb` as the address only.
+//!   15 characters) and `!peb` as `Name : value` rows.
 //! - `pdb_built_fixture_analyses_as_the_isf_one` runs kds (no ntoseye) on the ISF-built and the
 //!   PDB-built fixture of each table and checks both against their truth.
 
@@ -353,29 +353,35 @@ struct PebText {
     command_line: Option<String>,
 }
 
-/// `!peb`: `PEB at`, `ImageBaseAddress:`, `Ldr`, `ProcessParameters:`, `ImageFile:`,
-/// `CommandLine:`.
+/// `!peb` as WinDbg prints it (`PEB at`, `ImageBaseAddress:`, `Ldr`, `ProcessParameters:`,
+/// `ImageFile:`, `CommandLine:`) or as ntoseye 0.52 does (`PEB <addr>`, then `Name : value`
+/// rows: `ImageBaseAddress`, `Ldr`, `ProcessParameters`, and under `ProcessParameters <addr>`
+/// `CommandLine` and `ImagePathName`, unquoted).
 fn parse_peb(text: &str) -> PebText {
-    let quoted = |t: &str, key: &str| {
-        t.strip_prefix(key)
-            .map(|r| r.trim().trim_matches('\'').to_string())
-    };
     let mut p = PebText::default();
     for line in text.lines() {
         let t = line.trim();
-        // WinDbg: `PEB at <addr>`; ntoseye 0.52: `PEB <addr>`.
         if let Some(r) = t.strip_prefix("PEB at ").or_else(|| t.strip_prefix("PEB ")) {
             p.address = r.split_whitespace().next().and_then(hex_word);
-        } else if let Some(r) = t.strip_prefix("ImageBaseAddress:") {
-            p.image_base = r.split_whitespace().next().and_then(hex_word);
-        } else if let Some(r) = t.strip_prefix("Ldr ") {
-            p.ldr = p.ldr.or(r.split_whitespace().next().and_then(hex_word));
-        } else if let Some(r) = t.strip_prefix("ProcessParameters:") {
-            p.process_parameters = r.split_whitespace().next().and_then(hex_word);
-        } else if let Some(v) = quoted(t, "ImageFile:") {
-            p.image_file = Some(v);
-        } else if let Some(v) = quoted(t, "CommandLine:") {
-            p.command_line = Some(v);
+            continue;
+        }
+        // `Key: value`, `Key : value` or `Key value` (WinDbg's `Ldr`).
+        let (key, value) = match t.split_once(':') {
+            Some((k, v)) if !k.trim().contains(' ') => (k.trim(), v.trim()),
+            _ => match t.split_once(char::is_whitespace) {
+                Some((k, v)) if k == "Ldr" => (k, v.trim()),
+                _ => continue,
+            },
+        };
+        let word = || value.split_whitespace().next().and_then(hex_word);
+        let quoted = || value.trim_matches('\'').to_string();
+        match key {
+            "ImageBaseAddress" => p.image_base = word(),
+            "Ldr" => p.ldr = p.ldr.or(word()),
+            "ProcessParameters" => p.process_parameters = p.process_parameters.or(word()),
+            "ImageFile" | "ImagePathName" => p.image_file = Some(quoted()),
+            "CommandLine" => p.command_line = Some(quoted()),
+            _ => {}
         }
     }
     p
@@ -575,12 +581,12 @@ fn ntoseye_agrees_with_kds_and_the_truth() {
             Some(n(&kds_peb["address"])),
             "{name} PEB (kds)"
         );
-        // Checked where ntoseye prints them with WinDbg's labels. ntoseye 0.52 prints only
-        // `PEB <addr>` for the fixture's lsass (it reads each field separately and shows the
-        // ones it could read; here none), so these are not required.
-        if let Some(base) = peb.image_base {
-            assert_eq!(base, l.image_base, "{name} ImageBaseAddress:\n{text}");
-        }
+        assert_eq!(
+            peb.image_base,
+            Some(l.image_base),
+            "{name} ImageBaseAddress:\n{text}"
+        );
+        // Checked where ntoseye prints them.
         if let Some(ldr) = peb.ldr {
             assert_eq!(ldr, l.ldr, "{name} Ldr:\n{text}");
         }
@@ -739,9 +745,27 @@ fn parsers_read_windbg_text() {
     let ntoseye_lm = "Start             End               Module                 Version  Symbols  Source  Image\n\
                       fffff801b2600000  fffff801b3441000  nt                     -        loaded   cached  ntoskrnl.exe\n";
     assert_eq!(parse_lm_starts(ntoseye_lm), vec![0xffff_f801_b260_0000]);
+    let ntoseye_peb = "PEB 000000d950de8000\n\
+                       \x20 ImageBaseAddress                    : 00007ff743880000\n\
+                       \x20 Ldr                                 : 00007ffadd4031a0\n\
+                       \x20 Ldr.InLoadOrderModuleList           : 0000020acd6f02d0 . 0000020acd6f2140\n\
+                       \x20 ProcessParameters                   : 0000020acd6f22c0\n\
+                       \x20 ProcessParameters 0000020acd6f22c0\n\
+                       \x20   CommandLine      : C:\\Windows\\system32\\lsass.exe\n\
+                       \x20   ImagePathName    : C:\\Windows\\system32\\lsass.exe\n\
+                       \x20   CurrentDirectory : C:\\Windows\\system32\\\n";
+    let p = parse_peb(ntoseye_peb);
+    assert_eq!(p.address, Some(0xd9_50de_8000));
+    assert_eq!(p.image_base, Some(0x7ff7_4388_0000));
+    assert_eq!(p.ldr, Some(0x7ffa_dd40_31a0));
+    assert_eq!(p.process_parameters, Some(0x20a_cd6f_22c0));
     assert_eq!(
-        parse_peb("PEB 000000d950de8000\n").address,
-        Some(0xd9_50de_8000)
+        p.image_file.as_deref(),
+        Some("C:\\Windows\\system32\\lsass.exe")
+    );
+    assert_eq!(
+        p.command_line.as_deref(),
+        Some("C:\\Windows\\system32\\lsass.exe")
     );
 
     let lm = "start             end                 module name\n\
