@@ -2,7 +2,7 @@
 //! built once per test binary, and the Python peers' venv.
 
 use kds_fixture::dumpfile::{write_dump, DumpKind};
-use kds_fixture::{build, Fixture, FixtureSpec};
+use kds_fixture::{build, known_version, Fixture, FixtureSpec};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
@@ -74,6 +74,67 @@ pub fn fixture_dump(
     let path = dir.join(name);
     write_dump(&fixture, &path, kind).expect("fixture dump is written");
     (fixture, path)
+}
+
+/// A real PDB of `isf_table`'s kernel and the fixture built from it, in one step: kds-pdbgen
+/// writes `<dir>/<stem>/ntkrnlmp.pdb` with every type and enum of the table and every symbol
+/// at its table RVA (its GUID is new: it depends on the build), then the fixture is built from
+/// that PDB, so the nt image's CodeView record names it, and written as a `kind` dump
+/// `<dir>/<stem>.dmp`. Returns the fixture, the PDB and the dump.
+pub fn fixture_with_pdb(
+    isf_table: &Path,
+    seed: u64,
+    kind: DumpKind,
+    dir: &Path,
+) -> (Fixture, PathBuf, PathBuf) {
+    let isf = kds_runtime::symbols::load_isf_file(isf_table).expect("ISF table loads");
+    let stem = isf_table
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .unwrap_or("kernel")
+        .to_string();
+    let request = kds_pdbgen::PdbRequest::new("ntkrnlmp", &isf)
+        .types(isf.type_names().map(str::to_string).collect::<Vec<_>>())
+        .enums(isf.enum_names().map(str::to_string).collect::<Vec<_>>())
+        .globals(
+            isf.symbols()
+                .map(|(n, _)| n.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .at_table_rvas(true);
+    let generated = kds_pdbgen::generate(&request)
+        .unwrap_or_else(|e| panic!("PDB of {}: {e}", isf_table.display()));
+    let pdb_dir = dir.join(&stem);
+    std::fs::create_dir_all(&pdb_dir).expect("PDB dir");
+    let pdb = pdb_dir.join("ntkrnlmp.pdb");
+    std::fs::copy(&generated.pdb, &pdb).expect("copy the PDB");
+    let mut spec = FixtureSpec::hung_server(&pdb, seed);
+    if let Some(v) = known_version(&stem) {
+        spec.version = v;
+    }
+    let fixture = build(&spec).unwrap_or_else(|e| panic!("fixture from {}: {e}", pdb.display()));
+    let dump = dir.join(format!("{stem}.dmp"));
+    write_dump(&fixture, &dump, kind).expect("fixture dump is written");
+    (fixture, pdb, dump)
+}
+
+/// A symbol store directory holding `pdb` at `<dir>/<name>/<GUID><AGE>/<name>`, the layout
+/// symbol servers use.
+#[must_use]
+pub fn pdb_store_with(
+    pdb: &Path,
+    identity: &kds_runtime::symbols::PdbIdentity,
+    dir: &Path,
+) -> PathBuf {
+    let store = dir.join("store");
+    let at = store
+        .join(&identity.name)
+        .join(identity.store_key())
+        .join(&identity.name);
+    std::fs::create_dir_all(at.parent().expect("store path has a parent")).expect("store dir");
+    std::fs::copy(pdb, &at).expect("copy the PDB into the store");
+    store
 }
 
 /// A symbol directory holding `table` in the Volatility layout `<dir>/ntkrnlmp.pdb/<file>`.

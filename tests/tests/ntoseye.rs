@@ -12,17 +12,25 @@
 //! - `ntoseye_finds_the_fixture_kernel` needs no PDB: the store answers 404 and the test checks
 //!   that ntoseye asked for exactly the fixture kernel's identity, which it can only have read
 //!   from the nt image it located.
-//! - `ntoseye_agrees_with_kds_and_the_truth` needs a real PDB of the fixture kernel (see
-//!   [`kernel_pdb`], the integration point) and compares `!process 0 0`, `lm` and `!peb` (after
-//!   `.process /p /r <lsass>`) with the fixture's truth and kds's structured results. The
-//!   process address, Cid, image name, `lm`'s start addresses and the PEB address and image
-//!   base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr, ProcessParameters,
-//!   ImageFile and CommandLine are checked wherever ntoseye prints them with WinDbg's labels.
+//! - `ntoseye_agrees_with_kds_and_the_truth` builds the fixture from a generated PDB of the
+//!   kernel ([`kernel_pdb`]: kds-pdbgen, every symbol at its table RVA), serves that PDB in
+//!   store layout, lets kds read it from the store directory, and compares `!process 0 0`,
+//!   `lm` and `!peb` (after `.process /p /r <lsass>`) with the fixture's truth and kds's
+//!   structured results. The process address, Cid, image name, `lm`'s start addresses and the
+//!   PEB address and image base must be printed; ParentCid, Peb, DirBase, ObjectTable, Ldr,
+//!   ProcessParameters, ImageFile and CommandLine are checked wherever ntoseye prints them.
+//!   ntoseye 0.52 prints `!process 0 0` as a table (full image names past `ImageFileName`'s
+//!   15 characters) and `!peb` as `Name : value` rows.
+//! - `pdb_built_fixture_analyses_as_the_isf_one` runs kds (no ntoseye) on the ISF-built and the
+//!   PDB-built fixture of each table and checks both against their truth.
 
-use kds_e2e::{fixture_dump, model_for, python_venv, scratch_dir, symbol_dir_with, x64_tables};
+use kds_e2e::{
+    fixture_dump, fixture_with_pdb, model_for, pdb_store_with, python_venv, scratch_dir,
+    symbol_dir_with, x64_tables,
+};
 use kds_exec::{Interpreter, OutputItem, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
-use kds_fixture::{GroundTruth, ProcessTruth};
+use kds_fixture::{Fixture, GroundTruth, ProcessTruth};
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -121,33 +129,12 @@ fn serve(stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
 // ---------------------------------------------------------------------------------------------
 // The PDB: the integration point.
 
-/// INTEGRATION POINT: a real PDB (MSF 7.0) of the fixture kernel, whose PDB stream carries the
-/// table's GUID and age, with the symbols and types ntoseye reads (`NTOSEYE_NEEDS` below).
-///
-/// Today it is taken from `KDS_NTOSEYE_PDB_DIR`, a directory in symbol-store layout
-/// (`<name>/<GUID><AGE>/<name>`), where one was made by hand. When the PDB generator
-/// (`tests/pdbgen`, clang + lld from an ISF table) lands, call it here with `table` and return
-/// the file it writes.
-fn kernel_pdb(table: &Path, truth: &GroundTruth) -> Result<PathBuf, String> {
-    let rel = store_path(truth);
-    if let Some(dir) = std::env::var_os("KDS_NTOSEYE_PDB_DIR") {
-        let pdb = PathBuf::from(dir).join(&rel);
-        return if pdb.is_file() {
-            Ok(pdb)
-        } else {
-            Err(format!(
-                "KDS_NTOSEYE_PDB_DIR has no {} (for table {})",
-                rel,
-                table.display()
-            ))
-        };
-    }
-    Err(format!(
-        "no PDB for the fixture kernel {rel} (table {}): the PDB generator (tests/pdbgen) has \
-         not landed; kernel_pdb() in tests/tests/ntoseye.rs is where it plugs in (or set \
-         KDS_NTOSEYE_PDB_DIR to a symbol store holding {rel}). ntoseye needs: {NTOSEYE_NEEDS}",
-        table.display()
-    ))
+/// INTEGRATION POINT: the fixture kernel and a real PDB (MSF 7.0) of it, made in one step
+/// (`fixture_with_pdb`: kds-pdbgen writes a PDB with every type of `table` and every symbol at
+/// its table RVA, then the fixture is built from that PDB so its nt image names the PDB's
+/// GUID and age). Returns the fixture, the PDB and the dump.
+fn kernel_pdb(table: &Path, dir: &Path) -> (Fixture, PathBuf, PathBuf) {
+    fixture_with_pdb(table, 1, DumpKind::BitmapFull, dir)
 }
 
 /// What ntoseye (0.52, which reads PDBs with the `pdb2` crate) takes from the kernel PDB for
@@ -250,9 +237,68 @@ struct ProcessBlock {
     image: Option<String>,
 }
 
-/// `!process 0 0` blocks: `PROCESS <addr>` then `Cid:`, `Peb:`, `ParentCid:`, `DirBase:`,
+/// A number as ntoseye prints it in its tables: `-` is none (zero), `588 (0x24c)` is decimal
+/// with its hex, a lone word is hex.
+fn table_number(cell: &str) -> Option<u64> {
+    let cell = cell.trim();
+    if cell == "-" {
+        return Some(0);
+    }
+    if let Some(open) = cell.find("(0x") {
+        return hex_word(cell[open + 1..].trim_end_matches(')'));
+    }
+    hex_word(cell)
+}
+
+/// ntoseye 0.52's `!process 0 0`: one table, a header row naming the columns (`PROCESS
+/// SessionId Cid Peb Wow64 ParentCid DirBase ObjectTable HandleCount Image`) and one row per
+/// process, cells starting where their header word starts.
+fn parse_process_table(text: &str) -> Option<Vec<ProcessBlock>> {
+    let mut lines = text.lines();
+    let header = lines.find(|l| l.starts_with("PROCESS") && l.contains("SessionId"))?;
+    let mut columns: Vec<(&str, usize)> = Vec::new();
+    let mut at = 0;
+    for word in header.split_whitespace() {
+        let start = header[at..].find(word)? + at;
+        columns.push((word, start));
+        at = start + word.len();
+    }
+    let mut blocks = Vec::new();
+    for line in lines {
+        let cell = |name: &str| -> Option<&str> {
+            let i = columns.iter().position(|(n, _)| *n == name)?;
+            let start = columns[i].1;
+            let end = columns
+                .get(i + 1)
+                .map_or(line.len(), |c| c.1)
+                .min(line.len());
+            line.get(start..end).map(str::trim)
+        };
+        let Some(address) = cell("PROCESS").and_then(hex_word) else {
+            continue;
+        };
+        blocks.push(ProcessBlock {
+            address,
+            pid: cell("Cid").and_then(table_number),
+            parent_pid: cell("ParentCid").and_then(table_number),
+            peb: cell("Peb").and_then(table_number),
+            dir_base: cell("DirBase").and_then(table_number),
+            object_table: cell("ObjectTable").and_then(table_number),
+            image: line
+                .get(columns.iter().find(|c| c.0 == "Image")?.1..)
+                .map(|s| s.trim().to_string()),
+        });
+    }
+    Some(blocks)
+}
+
+/// `!process 0 0` as ntoseye's table ([`parse_process_table`]) or as WinDbg's blocks:
+/// `PROCESS <addr>` then `Cid:`, `Peb:`, `ParentCid:`, `DirBase:`,
 /// `ObjectTable:`, `Image:` on the following lines.
 fn parse_process_blocks(text: &str) -> Vec<ProcessBlock> {
+    if let Some(blocks) = parse_process_table(text) {
+        return blocks;
+    }
     let mut blocks: Vec<ProcessBlock> = Vec::new();
     for line in text.lines() {
         let t = line.trim();
@@ -307,28 +353,35 @@ struct PebText {
     command_line: Option<String>,
 }
 
-/// `!peb`: `PEB at`, `ImageBaseAddress:`, `Ldr`, `ProcessParameters:`, `ImageFile:`,
-/// `CommandLine:`.
+/// `!peb` as WinDbg prints it (`PEB at`, `ImageBaseAddress:`, `Ldr`, `ProcessParameters:`,
+/// `ImageFile:`, `CommandLine:`) or as ntoseye 0.52 does (`PEB <addr>`, then `Name : value`
+/// rows: `ImageBaseAddress`, `Ldr`, `ProcessParameters`, and under `ProcessParameters <addr>`
+/// `CommandLine` and `ImagePathName`, unquoted).
 fn parse_peb(text: &str) -> PebText {
-    let quoted = |t: &str, key: &str| {
-        t.strip_prefix(key)
-            .map(|r| r.trim().trim_matches('\'').to_string())
-    };
     let mut p = PebText::default();
     for line in text.lines() {
         let t = line.trim();
-        if let Some(r) = t.strip_prefix("PEB at ") {
+        if let Some(r) = t.strip_prefix("PEB at ").or_else(|| t.strip_prefix("PEB ")) {
             p.address = r.split_whitespace().next().and_then(hex_word);
-        } else if let Some(r) = t.strip_prefix("ImageBaseAddress:") {
-            p.image_base = r.split_whitespace().next().and_then(hex_word);
-        } else if let Some(r) = t.strip_prefix("Ldr ") {
-            p.ldr = p.ldr.or(r.split_whitespace().next().and_then(hex_word));
-        } else if let Some(r) = t.strip_prefix("ProcessParameters:") {
-            p.process_parameters = r.split_whitespace().next().and_then(hex_word);
-        } else if let Some(v) = quoted(t, "ImageFile:") {
-            p.image_file = Some(v);
-        } else if let Some(v) = quoted(t, "CommandLine:") {
-            p.command_line = Some(v);
+            continue;
+        }
+        // `Key: value`, `Key : value` or `Key value` (WinDbg's `Ldr`).
+        let (key, value) = match t.split_once(':') {
+            Some((k, v)) if !k.trim().contains(' ') => (k.trim(), v.trim()),
+            _ => match t.split_once(char::is_whitespace) {
+                Some((k, v)) if k == "Ldr" => (k, v.trim()),
+                _ => continue,
+            },
+        };
+        let word = || value.split_whitespace().next().and_then(hex_word);
+        let quoted = || value.trim_matches('\'').to_string();
+        match key {
+            "ImageBaseAddress" => p.image_base = word(),
+            "Ldr" => p.ldr = p.ldr.or(word()),
+            "ProcessParameters" => p.process_parameters = p.process_parameters.or(word()),
+            "ImageFile" | "ImagePathName" => p.image_file = Some(quoted()),
+            "CommandLine" => p.command_line = Some(quoted()),
+            _ => {}
         }
     }
     p
@@ -408,37 +461,35 @@ fn ntoseye_finds_the_fixture_kernel() {
 /// With the kernel PDB served: `!process 0 0`, `lm` and `!peb` after `.process /p /r <lsass>`
 /// as ntoseye prints them agree with the fixture's truth and with kds.
 #[test]
-#[ignore = "needs a PDB of the fixture kernel (a fixture built from a kds-pdbgen PDB): issue 5, in progress"]
 fn ntoseye_agrees_with_kds_and_the_truth() {
     let dir = scratch_dir("ntoseye-agrees");
     for (name, table) in x64_tables() {
-        let (fixture, dump) = fixture_dump(
-            &table,
-            1,
-            DumpKind::BitmapFull,
-            &dir,
-            &format!("{name}.dmp"),
-        );
+        let (fixture, pdb, dump) = kernel_pdb(&table, &dir.join(name));
         let truth = &fixture.truth;
-        let pdb = kernel_pdb(&table, truth).unwrap_or_else(|e| panic!("{name}: {e}"));
 
-        // The store: the PDB at its store path.
-        let store = dir.join(format!("store-{name}"));
-        let at = store.join(store_path(truth));
-        std::fs::create_dir_all(at.parent().expect("store path has a parent")).expect("store");
-        std::fs::copy(&pdb, &at).expect("copy the PDB into the store");
-        let server = SymbolServer::start(store);
+        // The store: the PDB at its store path, served over HTTP to ntoseye and read from the
+        // directory by kds.
+        let identity = fixture.table.identity().expect("the PDB has an identity");
+        let store = pdb_store_with(&pdb, identity, &dir.join(name));
+        assert!(
+            store.join(store_path(truth)).is_file(),
+            "{name}: the store holds {}",
+            store_path(truth)
+        );
+        let server = SymbolServer::start(store.clone());
         let home = dir.join(format!("home-{name}"));
         std::fs::create_dir_all(&home).expect("home dir");
 
-        let symbols = symbol_dir_with(&table, &dir.join(name));
         let mut kds = Kds {
-            interpreter: Interpreter::new(model_for(&dump, &symbols), &RunOptions::default()),
+            interpreter: Interpreter::new(model_for(&dump, &store), &RunOptions::default()),
         };
 
         // !process 0 0
         let (ok, text) = run_ntoseye(&dump, &server, &home, "!process 0 0");
-        assert!(ok, "{name}: ntoseye !process 0 0 failed:\n{text}");
+        assert!(
+            ok,
+            "{name}: ntoseye !process 0 0 failed (it needs {NTOSEYE_NEEDS}):\n{text}"
+        );
         let blocks = parse_process_blocks(&text);
         let kds_blocks = kds.data("!process 0 0");
         let kds_blocks = kds_blocks["processes"].as_array().expect("process blocks");
@@ -453,10 +504,13 @@ fn ntoseye_agrees_with_kds_and_the_truth() {
             assert_eq!(b.address, p.eprocess, "{what}");
             assert_eq!(b.address, n(&k["address"]), "{what}");
             assert_eq!(b.pid, Some(p.pid), "{what} Cid");
-            assert_eq!(
-                b.image.as_deref(),
-                Some(p.image_file_name.as_str()),
-                "{what}"
+            // `ImageFileName` keeps 15 characters; ntoseye prints the full name (from the
+            // process's image path) where it is longer: the truth's name must begin it.
+            let image = b.image.as_deref().unwrap_or_default();
+            assert!(
+                image == p.image_file_name
+                    || (p.image_file_name.len() == 15 && image.starts_with(&p.image_file_name)),
+                "{what}: ntoseye's image {image:?}"
             );
             // ntoseye 0.52 prints its own block layout: the fields below are checked where it
             // prints them (WinDbg's labels), never skipped when printed wrong.
@@ -530,9 +584,9 @@ fn ntoseye_agrees_with_kds_and_the_truth() {
         assert_eq!(
             peb.image_base,
             Some(l.image_base),
-            "{name} ImageBaseAddress"
+            "{name} ImageBaseAddress:\n{text}"
         );
-        // Checked where ntoseye prints them with WinDbg's labels.
+        // Checked where ntoseye prints them.
         if let Some(ldr) = peb.ldr {
             assert_eq!(ldr, l.ldr, "{name} Ldr:\n{text}");
         }
@@ -548,6 +602,102 @@ fn ntoseye_agrees_with_kds_and_the_truth() {
         if let Some(cmd) = &peb.command_line {
             assert_eq!(cmd, &l.command_line, "{name} CommandLine:\n{text}");
         }
+    }
+}
+
+/// kds's `!process 0 0` and `lm` on a dump agree with its fixture's truth, field by field.
+fn kds_agrees_with_truth(kds: &mut Kds, truth: &GroundTruth, what: &str) {
+    let blocks = kds.data("!process 0 0");
+    let blocks = blocks["processes"].as_array().expect("process blocks");
+    assert_eq!(blocks.len(), truth.processes.len(), "{what}: process count");
+    for (k, p) in blocks.iter().zip(&truth.processes) {
+        let who = format!("{what} {}", p.image_file_name);
+        assert_eq!(n(&k["address"]), p.eprocess, "{who} address");
+        assert_eq!(n(&k["pid"]), p.pid, "{who} pid");
+        assert_eq!(n(&k["parent_pid"]), p.ppid, "{who} parent");
+        assert_eq!(n(&k["peb"]), p.peb, "{who} peb");
+        assert_eq!(n(&k["dir_base"]), p.dtb, "{who} dir_base");
+        assert_eq!(n(&k["object_table"]), p.object_table, "{who} object_table");
+        assert_eq!(
+            k["image"].as_str(),
+            Some(p.image_file_name.as_str()),
+            "{who}"
+        );
+    }
+    let lm = kds.data("lm");
+    let mut got: Vec<(u64, String)> = lm["modules"]
+        .as_array()
+        .expect("modules")
+        .iter()
+        .map(|m| {
+            (
+                n(&m["start"]),
+                m["image_name"].as_str().unwrap_or_default().to_lowercase(),
+            )
+        })
+        .collect();
+    let mut want: Vec<(u64, String)> = truth
+        .modules
+        .iter()
+        .map(|m| (m.base, m.name.to_lowercase()))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}: lm");
+}
+
+/// A fixture built from a generated PDB (the PDB read by kds from a store directory) analyses
+/// exactly as the fixture built from the ISF table: kds's `!process 0 0` and `lm` match each
+/// fixture's truth, and the two machines hold the same processes and modules.
+#[test]
+fn pdb_built_fixture_analyses_as_the_isf_one() {
+    let dir = scratch_dir("pdb-fixture");
+    for (name, table) in x64_tables() {
+        let (isf_fixture, isf_dump) = fixture_dump(
+            &table,
+            1,
+            DumpKind::BitmapFull,
+            &dir,
+            &format!("{name}-isf.dmp"),
+        );
+        let symbols = symbol_dir_with(&table, &dir.join(format!("{name}-isf")));
+        let mut kds = Kds {
+            interpreter: Interpreter::new(model_for(&isf_dump, &symbols), &RunOptions::default()),
+        };
+        kds_agrees_with_truth(&mut kds, &isf_fixture.truth, &format!("{name} (ISF)"));
+
+        let (fixture, pdb, dump) = kernel_pdb(&table, &dir.join(name));
+        let identity = fixture.table.identity().expect("the PDB has an identity");
+        assert_ne!(
+            identity.isf_stem(),
+            isf_fixture.truth.pdb,
+            "{name}: the generated PDB has its own GUID"
+        );
+        assert_eq!(
+            fixture.truth.pdb,
+            identity.isf_stem(),
+            "{name}: nt names the PDB"
+        );
+        // The store holds the PDB and nothing else: kds can only have read the kernel from it.
+        let store = pdb_store_with(&pdb, identity, &dir.join(name));
+        let mut kds = Kds {
+            interpreter: Interpreter::new(model_for(&dump, &store), &RunOptions::default()),
+        };
+        kds_agrees_with_truth(&mut kds, &fixture.truth, &format!("{name} (PDB)"));
+        let summary = |t: &GroundTruth| {
+            (
+                t.processes
+                    .iter()
+                    .map(|p| (p.image_file_name.clone(), p.pid, p.ppid))
+                    .collect::<Vec<_>>(),
+                t.modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            summary(&fixture.truth),
+            summary(&isf_fixture.truth),
+            "{name}: the PDB-built machine holds what the ISF-built one holds"
+        );
     }
 }
 
@@ -570,6 +720,53 @@ fn parsers_read_windbg_text() {
     assert_eq!(b[1].object_table, Some(0xffff_c000_1239_9680));
     assert_eq!(b[1].image.as_deref(), Some("lsass.exe"));
     assert_eq!(b[0].pid, Some(4));
+
+    // ntoseye 0.52's table (its real output on a fixture, two rows).
+    let table = "0: dmp> !process 0 0\n\
+                 PROCESS           SessionId  Cid             Peb               Wow64  ParentCid       DirBase           ObjectTable       HandleCount  Image\n\
+                 ffffc23c6403f1f0  0          4 (0x4)         -                 -      0 (0x0)         00000000001a0000  fffff4c7fa0000e0  2425         System\n\
+                 ffffc23c64129040  0          5428 (0x1534)   00000043dcab9000  -      1792 (0x700)    0000000000d8f000  fffff4c7fa00c5f0  356          Microsoft.ActiveDirectory.WebServices.exe\n";
+    let t = parse_process_blocks(table);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].address, 0xffff_c23c_6403_f1f0);
+    assert_eq!(
+        (t[0].pid, t[0].peb, t[0].parent_pid),
+        (Some(4), Some(0), Some(0))
+    );
+    assert_eq!(t[1].pid, Some(0x1534));
+    assert_eq!(t[1].parent_pid, Some(0x700));
+    assert_eq!(t[1].peb, Some(0x43_dcab_9000));
+    assert_eq!(t[1].dir_base, Some(0xd8_f000));
+    assert_eq!(t[1].object_table, Some(0xffff_f4c7_fa00_c5f0));
+    assert_eq!(
+        t[1].image.as_deref(),
+        Some("Microsoft.ActiveDirectory.WebServices.exe")
+    );
+    let ntoseye_lm = "Start             End               Module                 Version  Symbols  Source  Image\n\
+                      fffff801b2600000  fffff801b3441000  nt                     -        loaded   cached  ntoskrnl.exe\n";
+    assert_eq!(parse_lm_starts(ntoseye_lm), vec![0xffff_f801_b260_0000]);
+    let ntoseye_peb = "PEB 000000d950de8000\n\
+                       \x20 ImageBaseAddress                    : 00007ff743880000\n\
+                       \x20 Ldr                                 : 00007ffadd4031a0\n\
+                       \x20 Ldr.InLoadOrderModuleList           : 0000020acd6f02d0 . 0000020acd6f2140\n\
+                       \x20 ProcessParameters                   : 0000020acd6f22c0\n\
+                       \x20 ProcessParameters 0000020acd6f22c0\n\
+                       \x20   CommandLine      : C:\\Windows\\system32\\lsass.exe\n\
+                       \x20   ImagePathName    : C:\\Windows\\system32\\lsass.exe\n\
+                       \x20   CurrentDirectory : C:\\Windows\\system32\\\n";
+    let p = parse_peb(ntoseye_peb);
+    assert_eq!(p.address, Some(0xd9_50de_8000));
+    assert_eq!(p.image_base, Some(0x7ff7_4388_0000));
+    assert_eq!(p.ldr, Some(0x7ffa_dd40_31a0));
+    assert_eq!(p.process_parameters, Some(0x20a_cd6f_22c0));
+    assert_eq!(
+        p.image_file.as_deref(),
+        Some("C:\\Windows\\system32\\lsass.exe")
+    );
+    assert_eq!(
+        p.command_line.as_deref(),
+        Some("C:\\Windows\\system32\\lsass.exe")
+    );
 
     let lm = "start             end                 module name\n\
               fffff801`b2600000 fffff801`b3646000   nt         (pdb symbols)\n\

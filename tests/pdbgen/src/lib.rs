@@ -64,6 +64,8 @@ pub struct PdbRequest<'a> {
     pub copies: usize,
     /// Build for 32-bit x86 (`i686-pc-windows-msvc`, 4-byte pointers) instead of x64.
     pub x86: bool,
+    /// Put every global and function at its table RVA (see [`PdbRequest::at_table_rvas`]).
+    pub at_table_rvas: bool,
 }
 
 impl<'a> PdbRequest<'a> {
@@ -78,6 +80,7 @@ impl<'a> PdbRequest<'a> {
             functions: Vec::new(),
             copies: 0,
             x86: false,
+            at_table_rvas: false,
         }
     }
 
@@ -90,6 +93,17 @@ impl<'a> PdbRequest<'a> {
     #[must_use]
     pub fn x86(mut self, x86: bool) -> Self {
         self.x86 = x86;
+        self
+    }
+
+    /// Place every requested global and function at its RVA in the table, so that the PDB gives
+    /// the table's RVAs: they become labels in one `.text` section that starts at RVA 0x1000
+    /// (an assembly file, zero-filled between labels), and the type anchors become internal
+    /// (no publics besides the requested names). Names without a table RVA of at least 0x1000
+    /// are left out. [`generate`] checks every placed RVA in the linker map.
+    #[must_use]
+    pub fn at_table_rvas(mut self, yes: bool) -> Self {
+        self.at_table_rvas = yes;
         self
     }
 
@@ -131,6 +145,10 @@ pub struct Source {
     /// Globals and functions defined.
     pub globals: Vec<String>,
     pub functions: Vec<String>,
+    /// With [`PdbRequest::at_table_rvas`]: the assembly that places them, and each placed name
+    /// with its table RVA.
+    pub asm: Option<String>,
+    pub placed: Vec<(String, u64)>,
 }
 
 /// A built DLL and its PDB, in a directory removed on drop (set `KDS_PDBGEN_KEEP` to keep it).
@@ -531,16 +549,25 @@ pub fn emit_source(request: &PdbRequest<'_>) -> Source {
     for copy in 1..=request.copies {
         let _ = writeln!(text, "namespace kds_copy_{copy} {{\n{types_text}}}");
     }
-    text.push_str("#pragma pack(pop)\n\nextern \"C\" {\nvolatile unsigned long long kds_sink;\n");
+    // Placed requests keep the anchors as static locals of one function, `kds_anchors`: the
+    // global symbol stream then holds no data symbol besides the requested names (lld puts
+    // file-scope statics there, not function-scope ones).
+    let anchor = if request.at_table_rvas {
+        "  __attribute__((used)) static"
+    } else {
+        "__declspec(dllexport)"
+    };
+    text.push_str("#pragma pack(pop)\n\nextern \"C\" {\n");
+    if request.at_table_rvas {
+        text.push_str("__attribute__((used)) static void kds_anchors(void) {\n");
+    } else {
+        text.push_str("volatile unsigned long long kds_sink;\n");
+    }
     for (i, name) in order.iter().enumerate() {
-        let _ = writeln!(
-            text,
-            "__declspec(dllexport) {} {name} kds_anchor_type_{i};",
-            e.tag(name)
-        );
+        let _ = writeln!(text, "{anchor} {} {name} kds_anchor_type_{i};", e.tag(name));
     }
     for (i, name) in enums_out.iter().enumerate() {
-        let _ = writeln!(text, "__declspec(dllexport) {name} kds_anchor_enum_{i};");
+        let _ = writeln!(text, "{anchor} {name} kds_anchor_enum_{i};");
     }
     for copy in 1..=request.copies {
         for (i, name) in order.iter().enumerate() {
@@ -561,6 +588,20 @@ pub fn emit_source(request: &PdbRequest<'_>) -> Source {
         .chain(enums_out.iter())
         .map(String::as_str)
         .collect();
+    if request.at_table_rvas {
+        text.push_str("}\n}\n");
+        let (asm, placed) = placement_asm(request);
+        return Source {
+            text,
+            types: defined,
+            enums: enums_out,
+            skipped,
+            globals: Vec::new(),
+            functions: Vec::new(),
+            asm: Some(asm),
+            placed,
+        };
+    }
     let mut seen = BTreeSet::new();
     let mut globals = Vec::new();
     for name in &request.globals {
@@ -589,7 +630,42 @@ pub fn emit_source(request: &PdbRequest<'_>) -> Source {
         skipped,
         globals,
         functions,
+        asm: None,
+        placed: Vec::new(),
     }
+}
+
+/// Where the placement section starts: the first section lld lays out, after the headers.
+const PLACED_BASE: u64 = 0x1000;
+
+/// Assembly for one `.text` section holding every requested global and function as a label at
+/// its table RVA (the section starts at [`PLACED_BASE`]), zero-filled between them.
+fn placement_asm(request: &PdbRequest<'_>) -> (String, Vec<(String, u64)>) {
+    let mut placed: Vec<(String, u64)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for name in request.globals.iter().chain(&request.functions) {
+        if name.is_empty() || name.contains(['"', '\\', '\n']) || !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(rva) = request.table.try_symbol_rva(name) {
+            if rva >= PLACED_BASE {
+                placed.push((name.clone(), rva));
+            }
+        }
+    }
+    placed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let mut asm = String::from("// Generated by kds-pdbgen: symbols at their table RVAs.\n");
+    asm.push_str(".section .text,\"xr\"\n");
+    let mut at = PLACED_BASE;
+    for (name, rva) in &placed {
+        if *rva > at {
+            let _ = writeln!(asm, ".skip {:#x}", rva - at);
+            at = *rva;
+        }
+        let _ = writeln!(asm, ".globl \"{name}\"\n\"{name}\":");
+    }
+    asm.push_str(".skip 0x10\n");
+    (asm, placed)
 }
 
 /// The first of `names` found on PATH.
@@ -694,23 +770,55 @@ pub fn generate(request: &PdbRequest<'_>) -> Result<GeneratedPdb, GenError> {
         ],
         &dir,
     )?;
+    let mut objects = vec![obj];
+    if let Some(asm) = &source.asm {
+        let s = dir.join(format!("{name}_placed.s"));
+        std::fs::write(&s, asm).map_err(io(format!("cannot write {}", s.display())))?;
+        let placed_obj = format!("{name}_placed.obj");
+        run(
+            &clang,
+            &[
+                "--target=x86_64-pc-windows-msvc".into(),
+                "-c".into(),
+                s.display().to_string(),
+                "-o".into(),
+                placed_obj.clone(),
+            ],
+            &dir,
+        )?;
+        // The placement object first, so that its `.text` contribution starts the section.
+        objects.insert(0, placed_obj);
+    }
     let pdb = dir.join(format!("{name}.pdb"));
     let dll = dir.join(format!("{name}.dll"));
     let map = dir.join(format!("{name}.map"));
-    run(
-        &lld,
-        &[
-            "/nodefaultlib".into(),
-            "/dll".into(),
-            "/noentry".into(),
-            "/debug".into(),
-            format!("/pdb:{}", pdb.display()),
-            format!("/out:{}", dll.display()),
-            format!("/map:{}", map.display()),
-            obj,
-        ],
-        &dir,
-    )?;
+    let mut args: Vec<String> = vec![
+        "/nodefaultlib".into(),
+        "/dll".into(),
+        "/noentry".into(),
+        "/debug".into(),
+        format!("/pdb:{}", pdb.display()),
+        format!("/out:{}", dll.display()),
+        format!("/map:{}", map.display()),
+    ];
+    args.extend(objects);
+    run(&lld, &args, &dir)?;
+    if !source.placed.is_empty() {
+        let text =
+            std::fs::read_to_string(&map).map_err(io(format!("cannot read {}", map.display())))?;
+        let publics = map_publics(&text);
+        if let Some((n, want)) = source
+            .placed
+            .iter()
+            .find(|(n, rva)| publics.get(n.as_str()) != Some(rva))
+        {
+            return Err(GenError::Output(format!(
+                "{n} is at {:?} in {}, not at its table RVA {want:#x}",
+                publics.get(n.as_str()),
+                map.display()
+            )));
+        }
+    }
     let image = std::fs::read(&dll).map_err(io(format!("cannot read {}", dll.display())))?;
     let identity = rsds_identity(&image)
         .ok_or_else(|| GenError::Output(format!("{} has no RSDS record", dll.display())))?;

@@ -306,3 +306,39 @@ fn x86_tables_round_trip_with_four_byte_pointers() {
     }
     assert_eq!(checked, 2, "two x86 tables");
 }
+
+/// Every type and every symbol of a table, the symbols placed at their table RVAs: the PDB
+/// gives back the table's RVA for every symbol and adds no public of its own.
+#[test]
+fn placed_symbols_keep_their_table_rvas() {
+    toolchain();
+    let isf = table("68A17FAF3012B7846079AEECDBE0A583-1.json.xz");
+    let names: Vec<String> = isf.symbols().map(|(n, _)| n.to_string()).collect();
+    let request = PdbRequest::new("ntkrnlmp", &isf)
+        .types(isf.type_names().map(str::to_string).collect::<Vec<_>>())
+        .enums(isf.enum_names().map(str::to_string).collect::<Vec<_>>())
+        .globals(names.clone())
+        .at_table_rvas(true);
+    let built = generate(&request).expect("generates");
+    let pdb = load_pdb_file(&built.pdb).expect("PDB loads");
+    for name in &names {
+        assert_eq!(pdb.try_symbol_rva(name), isf.try_symbol_rva(name), "{name}");
+    }
+    for (name, rva) in pdb.symbols().filter(|(n, _)| *n != "kds_anchors") {
+        assert!(
+            isf.symbols().any(|(_, r)| r == rva),
+            "{name} at {rva:#x} is not a table RVA"
+        );
+    }
+    let skipped: Vec<_> = built.source.skipped.iter().map(|s| &s.0).collect();
+    for name in isf.type_names() {
+        if !skipped.contains(&&name.to_string()) {
+            assert_eq!(
+                pdb.user_type(name).ok().map(|t| t.size),
+                isf.user_type(name).ok().map(|t| t.size),
+                "{name}"
+            );
+        }
+    }
+    eprintln!("skipped types: {:?}", built.source.skipped);
+}
