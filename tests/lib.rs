@@ -170,6 +170,14 @@ pub fn python_venv() -> PathBuf {
 /// The object model of a dump, with its table found along `symbols` (a symbol path).
 #[must_use]
 pub fn model_for(dump: &Path, symbols: &Path) -> std::sync::Arc<kds_runtime::model::ModelContext> {
+    model_with_sympath(dump, &symbols.display().to_string())
+}
+
+/// A model of `dump` with symbols along `sympath` (WinDbg syntax: `srv*<down>*<url>`, dirs).
+pub fn model_with_sympath(
+    dump: &Path,
+    sympath: &str,
+) -> std::sync::Arc<kds_runtime::model::ModelContext> {
     use kds_runtime::target::{DumpTarget, Target};
     let name = dump
         .file_name()
@@ -179,8 +187,7 @@ pub fn model_for(dump: &Path, symbols: &Path) -> std::sync::Arc<kds_runtime::mod
     let crash_dump = kds_crashdump::CrashDump::open(dump).expect("dump opens");
     let target: std::sync::Arc<dyn Target> =
         std::sync::Arc::new(DumpTarget::from_dump(crash_dump, name));
-    let sympath = kds_runtime::symbols::sympath::SymbolPath::parse(&symbols.display().to_string())
-        .expect("symbol path");
+    let sympath = kds_runtime::symbols::sympath::SymbolPath::parse(sympath).expect("symbol path");
     let session = kds_runtime::session::Session::open(target, sympath).expect("session");
     kds_runtime::model::ModelContext::from_session(&session).expect("model")
 }

@@ -25,8 +25,8 @@
 //!   PDB-built fixture of each table and checks both against their truth.
 
 use kds_e2e::{
-    fixture_dump, fixture_with_pdb, model_for, pdb_store_with, python_venv, scratch_dir,
-    symbol_dir_with, x64_tables,
+    fixture_dump, fixture_with_pdb, model_for, model_with_sympath, pdb_store_with, python_venv,
+    scratch_dir, symbol_dir_with, x64_tables,
 };
 use kds_exec::{Interpreter, OutputItem, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
@@ -678,12 +678,39 @@ fn pdb_built_fixture_analyses_as_the_isf_one() {
             identity.isf_stem(),
             "{name}: nt names the PDB"
         );
-        // The store holds the PDB and nothing else: kds can only have read the kernel from it.
+        // The store holds the PDB and nothing else, served over HTTP: kds can only have read
+        // the kernel from it, through `-y srv*<downstream>*<url>`.
         let store = pdb_store_with(&pdb, identity, &dir.join(name));
+        let server = SymbolServer::start(store);
+        let downstream = dir.join(format!("{name}-downstream"));
+        let sympath = format!("srv*{}*{}", downstream.display(), server.url());
         let mut kds = Kds {
-            interpreter: Interpreter::new(model_for(&dump, &store), &RunOptions::default()),
+            interpreter: Interpreter::new(
+                model_with_sympath(&dump, &sympath),
+                &RunOptions::default(),
+            ),
         };
         kds_agrees_with_truth(&mut kds, &fixture.truth, &format!("{name} (PDB)"));
+        let key = format!("/ntkrnlmp.pdb/{}/ntkrnlmp.pdb", identity.store_key());
+        let asked = server.requests();
+        assert!(
+            asked.iter().any(|r| r.contains(&key)),
+            "{name}: kds downloaded the PDB: {asked:?}"
+        );
+        // A second run is served from the downstream store: no request at all.
+        let before = server.requests().len();
+        let mut again = Kds {
+            interpreter: Interpreter::new(
+                model_with_sympath(&dump, &sympath),
+                &RunOptions::default(),
+            ),
+        };
+        kds_agrees_with_truth(&mut again, &fixture.truth, &format!("{name} (cached PDB)"));
+        assert_eq!(
+            server.requests().len(),
+            before,
+            "{name}: the second run asked the server nothing"
+        );
         let summary = |t: &GroundTruth| {
             (
                 t.processes
