@@ -75,7 +75,7 @@ pub fn lm_command(
         } else {
             (None, None)
         };
-        let symbols = if verbose || m.symbols_loaded() {
+        let symbols = if verbose || m.symbols_loaded() || m.has_table() {
             Some(m.symbols().source)
         } else {
             None

@@ -697,6 +697,35 @@ fn pdb_built_fixture_analyses_as_the_isf_one() {
             asked.iter().any(|r| r.contains(&key)),
             "{name}: kds downloaded the PDB: {asked:?}"
         );
+        if name == "win10_19041" {
+            // What `!sym noisy` and `.reload` say about the search, as an engineer reads it
+            // (a fresh downstream store, so the download shows; the port, the temporary
+            // directories and the generated PDB's GUID are named, not shown).
+            let fresh = dir.join(format!("{name}-noisy"));
+            let noisy_path = format!("srv*{}*{}", fresh.display(), server.url());
+            let mut noisy = Interpreter::new(
+                model_with_sympath(&dump, &noisy_path),
+                &RunOptions::default(),
+            );
+            let source = "!sym noisy\n.reload\nlm m nt";
+            let playbook = kds_lang::parse(source).expect("commands parse");
+            let report = noisy.run(source, &playbook);
+            assert!(report.error.is_none(), "{:?}", report.error);
+            let text = kds_exec::render_text(&report.items)
+                .replace(&fresh.display().to_string(), "<downstream>")
+                .replace(&server.url(), "<server>")
+                .replace(&identity.store_key(), "<GUID><AGE>")
+                .replace(&identity.isf_stem(), "<GUID>-<AGE>");
+            // The image size follows the generated PDB's layout, which varies by a few pages.
+            let end = fixture.truth.kernel_base + fixture.truth.kernel_size;
+            let text = text.replace(
+                &format!("{:08x}`{:08x}", end >> 32, end & 0xffff_ffff),
+                "<nt end>",
+            );
+            let text = without_byte_counts(&text);
+            assert!(text.contains("SYMSRV:  "), "{text}");
+            insta::assert_snapshot!("sym-noisy-reload", text);
+        }
         // A second run is served from the downstream store: no request at all.
         let before = server.requests().len();
         let mut again = Kds {
@@ -817,4 +846,20 @@ fn parsers_read_windbg_text() {
         p.image_file.as_deref(),
         Some("C:\\Windows\\system32\\lsass.exe")
     );
+}
+
+/// `... from <url>: 123456 bytes - copied` with the count replaced by `<n>` (a generated
+/// PDB's size varies with its build path).
+fn without_byte_counts(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find(" bytes - copied") {
+            Some(end) => {
+                let start = line[..end].rfind(' ').map_or(0, |s| s + 1);
+                format!("{}<n>{}", &line[..start], &line[end..])
+            }
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }

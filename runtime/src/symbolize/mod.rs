@@ -231,6 +231,13 @@ impl LoadedModule {
         })
     }
 
+    /// Whether the module was given its table up front (the kernel's, loaded with the
+    /// session), rather than looking one up on first use.
+    #[must_use]
+    pub fn has_table(&self) -> bool {
+        matches!(self.provider, Provider::Table(_))
+    }
+
     /// Whether the symbols were loaded already.
     #[must_use]
     pub fn symbols_loaded(&self) -> bool {
