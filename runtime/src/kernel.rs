@@ -165,8 +165,9 @@ pub fn image_at(space: &AddressSpace, base: u64) -> Result<PeImage, PeError> {
 /// Why a module's symbol table could not be loaded.
 #[derive(Debug, Error)]
 pub enum SymbolLoadError {
-    #[error("{0}")]
-    NotFound(String),
+    /// Nothing on the path: what was probed, and the `SYMSRV:` lines of the search.
+    #[error("{message}")]
+    NotFound { message: String, log: Vec<String> },
     #[error(transparent)]
     Isf(#[from] IsfError),
     #[error(transparent)]
@@ -194,7 +195,10 @@ pub fn load_symbols(
 ) -> Result<LoadedSymbols, SymbolLoadError> {
     let search = SymbolLocator::new(path.clone()).search(pdb);
     let Some(candidate) = search.found.clone() else {
-        return Err(SymbolLoadError::NotFound(search.describe_miss(pdb)));
+        return Err(SymbolLoadError::NotFound {
+            message: search.describe_miss(pdb),
+            log: search.log.clone(),
+        });
     };
     let table = match candidate.kind {
         SymbolFileKind::Pdb => load_pdb_file(&candidate.path)?,

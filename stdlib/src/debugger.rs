@@ -103,6 +103,7 @@ impl Debugger {
             if !m.symbols_loaded() || !self.reported_loads.insert(m.base) {
                 continue;
             }
+            lines.extend(m.symbols().log.iter().cloned());
             lines.push(match m.symbols().source {
                 kds_runtime::symbolize::SymbolSource::Pdb => {
                     format!("DBGHELP: {} - public symbols", m.name)

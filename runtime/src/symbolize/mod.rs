@@ -52,6 +52,8 @@ pub struct ModuleSymbols {
     pub note: Option<String>,
     /// The symbol file the names came from (`lm` shows it).
     pub file: Option<std::path::PathBuf>,
+    /// How the table was searched for (`SYMSRV:` lines, for `!sym noisy`).
+    pub log: Vec<String>,
 }
 
 impl ModuleSymbols {
@@ -209,6 +211,7 @@ impl LoadedModule {
             }
             Provider::Image { space, symbols } => {
                 let mut note = None;
+                let mut search_log = Vec::new();
                 if let Some(provider) = symbols {
                     match crate::kernel::image_at(space, self.base) {
                         Ok(image) => match image.pdb_identity() {
@@ -217,16 +220,20 @@ impl LoadedModule {
                                 if let Some(table) = lookup.table {
                                     let mut symbols = table_symbols(&table);
                                     symbols.file = lookup.path;
+                                    symbols.log = lookup.log;
                                     return symbols;
                                 }
                                 note = lookup.error;
+                                search_log = lookup.log;
                             }
                             Err(e) => note = Some(e.to_string()),
                         },
                         Err(e) => note = Some(e.to_string()),
                     }
                 }
-                export_symbols(space, self.base, note)
+                let mut symbols = export_symbols(space, self.base, note);
+                symbols.log = search_log;
+                symbols
             }
         })
     }
@@ -272,6 +279,7 @@ fn table_symbols(table: &SymbolTable) -> ModuleSymbols {
         names,
         note: None,
         file: None,
+        log: Vec::new(),
     }
 }
 
@@ -286,18 +294,21 @@ fn export_symbols(space: &AddressSpace, base: u64, note: Option<String>) -> Modu
                 .collect(),
             note,
             file: None,
+            log: Vec::new(),
         },
         Ok(_) => ModuleSymbols {
             source: SymbolSource::None,
             names: Vec::new(),
             note: Some(note.unwrap_or_else(|| "no symbol table and no exports".into())),
             file: None,
+            log: Vec::new(),
         },
         Err(e) => ModuleSymbols {
             source: SymbolSource::None,
             names: Vec::new(),
             note: Some(note.map_or_else(|| e.to_string(), |n| format!("{n}; {e}"))),
             file: None,
+            log: Vec::new(),
         },
     }
 }
@@ -512,6 +523,7 @@ mod tests {
             names: vec![(0x100, "A".into()), (0x200, "B".into())],
             note: None,
             file: None,
+            log: Vec::new(),
         };
         assert_eq!(s.nearest(0x80), None);
         assert_eq!(s.nearest(0x100), Some(("A", 0)));
@@ -522,6 +534,7 @@ mod tests {
             names: vec![(0x100, "NtWait".into()), (0x100, "ZwWait".into())],
             note: None,
             file: None,
+            log: Vec::new(),
         };
         assert_eq!(aliases.nearest(0x114), Some(("NtWait", 0x14)));
     }

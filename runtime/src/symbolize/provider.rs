@@ -15,6 +15,8 @@ pub struct TableLookup {
     pub path: Option<std::path::PathBuf>,
     /// Why there is no table (not found, unreadable, mismatched), for `!sym noisy`.
     pub error: Option<String>,
+    /// The search, in WinDbg's `SYMSRV:` wording.
+    pub log: Vec<String>,
 }
 
 /// Finds symbol tables by PDB identity.
@@ -54,10 +56,15 @@ impl SymbolProvider for PathProvider {
                 table: Some(Arc::new(loaded.table)),
                 path: Some(loaded.path),
                 error: None,
+                log: loaded.search.log,
             },
             Err(e) => TableLookup {
                 table: None,
                 path: None,
+                log: match &e {
+                    crate::kernel::SymbolLoadError::NotFound { log, .. } => log.clone(),
+                    _ => Vec::new(),
+                },
                 error: Some(e.to_string()),
             },
         };
