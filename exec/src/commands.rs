@@ -189,6 +189,14 @@ impl Interpreter {
                 );
                 Ok(Rendered::of(&r))
             }
+            ".sympath" => {
+                let new = match args.positional.first() {
+                    Some(a) => Some(self.word_arg(a)?),
+                    None => None,
+                };
+                let r = symbols::sympath_command(&mut self.debugger, new.as_deref());
+                self.std(r, span)
+            }
             "!sym" => {
                 let mode = match args.positional.first() {
                     Some(a) => self.word_arg(a)?,

@@ -283,6 +283,11 @@ impl Debugger {
         self.reloaded = true;
     }
 
+    /// Drop the loaded user modules (their symbols are looked up again when next loaded).
+    pub fn forget_user_modules(&mut self) {
+        self.user_modules = None;
+    }
+
     /// The user modules loaded for the implicit process, if any.
     #[must_use]
     pub fn user_modules(&self) -> Option<&ModuleMap> {

@@ -177,3 +177,35 @@ mod tests {
         assert_eq!(quiet, "Loading Kernel Symbols\n");
     }
 }
+
+/// `.sympath [path]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SymPath {
+    pub path: String,
+}
+
+impl Report for SymPath {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "Symbol search path is: {}", self.path);
+        let _ = writeln!(out, "Expanded Symbol search path is: {}", self.path);
+    }
+}
+
+/// `.sympath [path]`: show the symbol path, or set it (modules look their tables up along it
+/// from then on; the kernel keeps the table it has).
+pub fn sympath_command(dbg: &mut Debugger, new: Option<&str>) -> Result<SymPath, CommandError> {
+    if let Some(text) = new {
+        let path = kds_runtime::symbols::sympath::SymbolPath::parse(text)
+            .map_err(|e| CommandError::usage(e.to_string()))?;
+        dbg.model().set_symbol_path(path);
+        // Module maps made with the old path are rebuilt when next needed.
+        dbg.forget_kernel_modules();
+        dbg.forget_user_modules();
+    }
+    Ok(SymPath {
+        path: dbg
+            .model()
+            .symbol_path()
+            .map_or_else(|| "<none>".to_string(), |p| p.to_string()),
+    })
+}

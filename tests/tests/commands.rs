@@ -676,6 +676,13 @@ fn module_symbols_are_looked_up_by_their_pdb_identity() {
     .expect("table written");
 
     let mut s = Session::new(model);
+    assert_eq!(s.data(".sympath")["path"], symbols.display().to_string());
+    // A path without the table: tcpip falls back to its exports; back to the table's path.
+    let elsewhere = dir.join("empty-store");
+    std::fs::create_dir_all(&elsewhere).expect("empty store");
+    s.run(&format!(".sympath {}", elsewhere.display()));
+    assert_ne!(s.data("lmv m tcpip")["modules"][0]["symbols"], "pdb");
+    s.run(&format!(".sympath {}", symbols.display()));
     let x = s.data("x tcpip!Tcp*");
     let found: Vec<(u64, &str)> = x["matches"]
         .as_array()

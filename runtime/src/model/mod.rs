@@ -42,6 +42,7 @@ use crate::kernel::KUSER_SHARED_DATA_X64;
 use crate::mmu::{AddressSpace, PagingSpec};
 use crate::session::Session;
 use crate::symbolize::{kernel_module_map, ModuleMap, PathProvider, SymbolProvider};
+use crate::symbols::sympath::SymbolPath;
 use crate::symbols::SymbolTable;
 use crate::target::Target;
 use crate::unwind::{Lookup, UnwindCache};
@@ -94,8 +95,11 @@ pub struct ModelContext {
     user_modules: Mutex<HashMap<u64, ModuleMap>>,
     /// Function tables read for unwinding, per address space.
     unwind_caches: Mutex<HashMap<u64, UnwindCache>>,
-    /// Where modules other than the kernel find their symbol tables (the session's path).
-    symbol_provider: OnceLock<Arc<dyn SymbolProvider>>,
+    /// Where modules other than the kernel find their symbol tables (the session's path,
+    /// or what `.sympath` set since).
+    symbol_provider: Mutex<Option<Arc<dyn SymbolProvider>>>,
+    /// The symbol path that provider searches, when it is one (`.sympath` shows it).
+    symbol_path: Mutex<Option<SymbolPath>>,
     /// The file the kernel's table was read from.
     kernel_symbol_file: OnceLock<std::path::PathBuf>,
     /// How the kernel's symbols were found (`SYMSRV:` lines, for `!sym noisy` and `.reload`).
@@ -161,7 +165,8 @@ impl ModelContext {
             kernel_modules: OnceLock::new(),
             user_modules: Mutex::new(HashMap::new()),
             unwind_caches: Mutex::new(HashMap::new()),
-            symbol_provider: OnceLock::new(),
+            symbol_provider: Mutex::new(None),
+            symbol_path: Mutex::new(None),
             kernel_symbol_file: OnceLock::new(),
             symbol_log: OnceLock::new(),
         })
@@ -186,7 +191,7 @@ impl ModelContext {
             table,
             kernel.base,
         );
-        model.set_symbol_provider(Arc::new(PathProvider::new(session.symbol_path.clone())));
+        model.set_symbol_path(session.symbol_path.clone());
         if let Some(Ok(loaded)) = &session.symbols {
             let _ = model.kernel_symbol_file.set(loaded.path.clone());
             let _ = model.symbol_log.set(loaded.search.log.clone());
@@ -194,9 +199,30 @@ impl ModelContext {
         Ok(model)
     }
 
-    /// Look modules' symbol tables up through `provider` (once; later calls are ignored).
+    /// Look modules' symbol tables up through `provider` from now on.
     pub fn set_symbol_provider(&self, provider: Arc<dyn SymbolProvider>) {
-        let _ = self.symbol_provider.set(provider);
+        *self
+            .symbol_provider
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(provider);
+    }
+
+    /// Look modules' symbol tables up along `path` from now on (`.sympath`).
+    pub fn set_symbol_path(&self, path: SymbolPath) {
+        self.set_symbol_provider(Arc::new(PathProvider::new(path.clone())));
+        *self
+            .symbol_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(path);
+    }
+
+    /// The symbol path modules are looked up along, when one was set.
+    #[must_use]
+    pub fn symbol_path(&self) -> Option<SymbolPath> {
+        self.symbol_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The file the kernel's table was read from, when known.
@@ -208,7 +234,10 @@ impl ModelContext {
     /// Where modules other than the kernel find their symbol tables, if anywhere.
     #[must_use]
     pub fn symbol_provider(&self) -> Option<Arc<dyn SymbolProvider>> {
-        self.symbol_provider.get().cloned()
+        self.symbol_provider
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// How the kernel's symbols were found, in WinDbg's `SYMSRV:` wording (empty for a model
@@ -232,6 +261,10 @@ impl ModelContext {
         if let Some(provider) = self.symbol_provider() {
             model.set_symbol_provider(provider);
         }
+        *model
+            .symbol_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.symbol_path();
         let _ = model.symbol_log.set(self.kernel_symbol_log().to_vec());
         model
     }
