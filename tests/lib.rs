@@ -191,3 +191,36 @@ pub fn model_with_sympath(
     let session = kds_runtime::session::Session::open(target, sympath).expect("session");
     kds_runtime::model::ModelContext::from_session(&session).expect("model")
 }
+
+/// A kds session for tests: run commands, get their items or their structured result.
+pub struct Session {
+    pub interpreter: kds_exec::Interpreter,
+}
+
+impl Session {
+    #[must_use]
+    pub fn new(model: std::sync::Arc<kds_runtime::model::ModelContext>) -> Session {
+        Session {
+            interpreter: kds_exec::Interpreter::new(model, &kds_exec::RunOptions::default()),
+        }
+    }
+
+    /// Run `source`; return the items, failing the test on a run error.
+    pub fn run(&mut self, source: &str) -> Vec<kds_exec::OutputItem> {
+        let playbook = kds_lang::parse(source).expect("commands parse");
+        let report = self.interpreter.run(source, &playbook);
+        assert!(report.error.is_none(), "{source}: {:?}", report.error);
+        report.items
+    }
+
+    /// The structured result of the (first) command in `source`.
+    pub fn data(&mut self, source: &str) -> serde_json::Value {
+        self.run(source)
+            .into_iter()
+            .find_map(|i| match i {
+                kds_exec::OutputItem::Command { data, .. } => data,
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{source} has a structured result"))
+    }
+}

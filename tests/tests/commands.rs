@@ -2,45 +2,13 @@
 //! (what `--format json` prints) are checked against the fixture's truth, and their text is
 //! snapshotted (reviewed: a claim of what WinDbg would print for that target).
 
-use kds_e2e::{fixture_dump, model_for, scratch_dir, symbol_dir_with, x64_tables};
-use kds_exec::{render_text, Interpreter, OutputItem, RunOptions};
+use kds_e2e::{fixture_dump, model_for, scratch_dir, symbol_dir_with, x64_tables, Session};
+use kds_exec::{render_text, OutputItem};
 use kds_fixture::dumpfile::DumpKind;
 use kds_fixture::{FrameTruth, GroundTruth, ProcessTruth, ThreadTruth};
-use kds_runtime::model::ModelContext;
 use kds_runtime::symbols::SymbolTable;
 use serde_json::Value as Json;
 use std::sync::Arc;
-
-struct Session {
-    interpreter: Interpreter,
-}
-
-impl Session {
-    fn new(model: Arc<ModelContext>) -> Session {
-        Session {
-            interpreter: Interpreter::new(model, &RunOptions::default()),
-        }
-    }
-
-    /// Run `source`; return the items, failing the test on a run error.
-    fn run(&mut self, source: &str) -> Vec<OutputItem> {
-        let playbook = kds_lang::parse(source).expect("commands parse");
-        let report = self.interpreter.run(source, &playbook);
-        assert!(report.error.is_none(), "{source}: {:?}", report.error);
-        report.items
-    }
-
-    /// The structured result of the one command in `source`.
-    fn data(&mut self, source: &str) -> Json {
-        self.run(source)
-            .into_iter()
-            .find_map(|i| match i {
-                OutputItem::Command { data, .. } => data,
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("{source} has a structured result"))
-    }
-}
 
 fn n(v: &Json) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))

@@ -28,7 +28,7 @@ use kds_e2e::{
     fixture_dump, fixture_with_pdb, model_for, model_with_sympath, pdb_store_with, python_venv,
     scratch_dir, symbol_dir_with, x64_tables,
 };
-use kds_exec::{Interpreter, OutputItem, RunOptions};
+use kds_exec::{Interpreter, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
 use kds_fixture::{Fixture, GroundTruth, ProcessTruth};
 use serde_json::Value as Json;
@@ -390,25 +390,8 @@ fn parse_peb(text: &str) -> PebText {
 // ---------------------------------------------------------------------------------------------
 // kds's side.
 
-struct Kds {
-    interpreter: Interpreter,
-}
-
-impl Kds {
-    fn data(&mut self, source: &str) -> Json {
-        let playbook = kds_lang::parse(source).expect("commands parse");
-        let report = self.interpreter.run(source, &playbook);
-        assert!(report.error.is_none(), "kds {source}: {:?}", report.error);
-        report
-            .items
-            .into_iter()
-            .find_map(|i| match i {
-                OutputItem::Command { data, .. } => data,
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("kds {source} has a structured result"))
-    }
-}
+/// kds in process, as a test drives it.
+type Kds = kds_e2e::Session;
 
 fn n(v: &Json) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))
