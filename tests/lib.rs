@@ -224,3 +224,19 @@ impl Session {
             .unwrap_or_else(|| panic!("{source} has a structured result"))
     }
 }
+
+/// A JSON number of a command's structured result (the test fails on anything else).
+#[must_use]
+pub fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))
+}
+
+/// The lsass process of a fixture.
+#[must_use]
+pub fn lsass(truth: &kds_fixture::GroundTruth) -> &kds_fixture::ProcessTruth {
+    truth
+        .processes
+        .iter()
+        .find(|p| p.image_file_name == "lsass.exe")
+        .expect("the fixture has lsass")
+}

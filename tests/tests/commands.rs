@@ -2,29 +2,18 @@
 //! (what `--format json` prints) are checked against the fixture's truth, and their text is
 //! snapshotted (reviewed: a claim of what WinDbg would print for that target).
 
-use kds_e2e::{fixture_dump, model_for, scratch_dir, symbol_dir_with, x64_tables, Session};
+use kds_e2e::{
+    fixture_dump, lsass, model_for, n, scratch_dir, symbol_dir_with, x64_tables, Session,
+};
 use kds_exec::{render_text, OutputItem};
 use kds_fixture::dumpfile::DumpKind;
-use kds_fixture::{FrameTruth, GroundTruth, ProcessTruth, ThreadTruth};
+use kds_fixture::{FrameTruth, GroundTruth, ThreadTruth};
 use kds_runtime::symbols::SymbolTable;
 use serde_json::Value as Json;
 use std::sync::Arc;
 
-fn n(v: &Json) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))
-}
-
 fn hex(v: u64) -> String {
     format!("{v:x}")
-}
-
-/// The lsass process of the fixture.
-fn lsass(truth: &GroundTruth) -> &ProcessTruth {
-    truth
-        .processes
-        .iter()
-        .find(|p| p.image_file_name == "lsass.exe")
-        .expect("the fixture has lsass")
 }
 
 fn check_process_list(s: &mut Session, truth: &GroundTruth) {

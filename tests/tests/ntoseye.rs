@@ -25,13 +25,12 @@
 //!   PDB-built fixture of each table and checks both against their truth.
 
 use kds_e2e::{
-    fixture_dump, fixture_with_pdb, model_for, model_with_sympath, pdb_store_with, python_venv,
-    scratch_dir, symbol_dir_with, x64_tables,
+    fixture_dump, fixture_with_pdb, lsass, model_for, model_with_sympath, n, pdb_store_with,
+    python_venv, scratch_dir, symbol_dir_with, x64_tables,
 };
 use kds_exec::{Interpreter, RunOptions};
 use kds_fixture::dumpfile::DumpKind;
-use kds_fixture::{Fixture, GroundTruth, ProcessTruth};
-use serde_json::Value as Json;
+use kds_fixture::{Fixture, GroundTruth};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -393,18 +392,6 @@ fn parse_peb(text: &str) -> PebText {
 /// kds in process, as a test drives it.
 type Kds = kds_e2e::Session;
 
-fn n(v: &Json) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("{v} is a number"))
-}
-
-fn lsass(truth: &GroundTruth) -> &ProcessTruth {
-    truth
-        .processes
-        .iter()
-        .find(|p| p.image_file_name == "lsass.exe")
-        .expect("the fixture has lsass")
-}
-
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -629,7 +616,7 @@ fn kds_agrees_with_truth(kds: &mut Kds, truth: &GroundTruth, what: &str) {
     assert_eq!(got, want, "{what}: lm");
 }
 
-/// A fixture built from a generated PDB (the PDB read by kds from a store directory) analyses
+/// A fixture built from a generated PDB (read by kds from the local symbol server) analyses
 /// exactly as the fixture built from the ISF table: kds's `!process 0 0` and `lm` match each
 /// fixture's truth, and the two machines hold the same processes and modules.
 #[test]
