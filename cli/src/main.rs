@@ -2,6 +2,7 @@
 
 mod check;
 mod download_progress;
+mod live;
 mod repl;
 mod run;
 mod target;

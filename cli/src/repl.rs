@@ -45,7 +45,7 @@ pub fn repl(args: &ReplArgs) -> u8 {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::TARGET_ERROR;
+            return opened.finish(exit::TARGET_ERROR, false);
         }
     };
     let mut session = Session {
@@ -57,7 +57,7 @@ pub fn repl(args: &ReplArgs) -> u8 {
     } else {
         piped(&mut session);
     }
-    0
+    opened.finish(0, false)
 }
 
 /// The prompt: `<processor>: kd> `, as kd shows it.

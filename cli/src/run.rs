@@ -116,7 +116,7 @@ pub fn run(args: &RunArgs) -> u8 {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::TARGET_ERROR;
+            return opened.finish(exit::TARGET_ERROR, false);
         }
     };
     let options = RunOptions {
@@ -157,9 +157,12 @@ pub fn run(args: &RunArgs) -> u8 {
     }
     if args.stats {
         let stats = opened.counter.stats();
-        eprintln!("target reads: {} ({} bytes)", stats.reads, stats.bytes);
+        eprintln!(
+            "target reads: {} ({} bytes, {} distinct)",
+            stats.reads, stats.bytes, stats.distinct_bytes
+        );
     }
-    report.exit_code()
+    opened.finish(report.exit_code(), args.stats)
 }
 
 pub(crate) fn run_error(error: &ExecError, name: &str, source: &str) -> RunError {

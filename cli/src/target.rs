@@ -4,7 +4,7 @@ use crate::{exit, Format};
 use clap::Args;
 use kds_runtime::session::Session;
 use kds_runtime::symbols::sympath::SymbolPath;
-use kds_runtime::target::{CountingTarget, DumpTarget, Target};
+use kds_runtime::target::{CountingTarget, DumpTarget, KdTarget, Target};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +20,28 @@ pub struct TargetArgs {
     /// GUID and age; downloads are cached in the downstream store.
     #[arg(short = 'y', long = "sympath", value_name = "PATH")]
     pub sympath: Option<String>,
+    /// A live kernel over KDCOM, as WinDbg's `-k`: `com:port=COM1,baud=115200`,
+    /// `com:pipe,port=\\.\pipe\name[,resets=0][,reconnect]`, `com:ipport=PORT,port=IP`,
+    /// `tcp:host:port` or `unix:path`. The target is resumed when kds ends, however it ends.
+    #[arg(
+        short = 'k',
+        long = "kd",
+        value_name = "CONNECTION",
+        conflicts_with = "dump"
+    )]
+    pub kd: Option<String>,
+    /// Leave a live target broken in at the end (it serves nobody until continued).
+    #[arg(long, requires = "kd")]
+    pub stay_broken: bool,
+    /// Resume a live target and fail the run once it has been frozen this long (30s, 2m).
+    #[arg(long, value_name = "DURATION", value_parser = crate::live::parse_duration, requires = "kd")]
+    pub max_freeze: Option<std::time::Duration>,
+    /// How long to wait for a live target to answer the break-in (default: forever).
+    #[arg(long, value_name = "DURATION", value_parser = crate::live::parse_duration, requires = "kd")]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Allow requests that change a live target (none of the commands needs one).
+    #[arg(long, requires = "kd")]
+    pub allow_write: bool,
 }
 
 #[derive(Args)]
@@ -38,14 +60,41 @@ pub struct Opened {
     pub session: Session,
     pub counter: Arc<CountingTarget>,
     pub file_size: Option<u64>,
+    /// The live kernel, when the target is one (resume it through [`Opened::finish`]).
+    pub live: Option<Arc<KdTarget>>,
+    pub stay_broken: bool,
+}
+
+impl Opened {
+    /// End a live session (resume unless `--stay-broken`), print the wire stats when asked.
+    /// Returns the exit code the session's end calls for: 130 after Ctrl-C, 3 when the
+    /// target could not be resumed, else `code`.
+    pub fn finish(&self, code: u8, stats: bool) -> u8 {
+        let Some(live) = &self.live else {
+            return code;
+        };
+        let resumed = crate::live::finish(live, self.stay_broken, stats);
+        if crate::live::interrupted() {
+            eprintln!("interrupted");
+            130
+        } else if !resumed {
+            exit::TARGET_ERROR
+        } else {
+            code
+        }
+    }
 }
 
 pub fn open(args: &TargetArgs, positional: Option<&PathBuf>) -> Result<Opened> {
-    let path = args
-        .dump
-        .as_ref()
-        .or(positional)
-        .ok_or_else(|| miette!(help = "give a dump with -z MEMORY.DMP", "no target given"))?;
+    if let Some(connection) = &args.kd {
+        return open_live(args, connection);
+    }
+    let path = args.dump.as_ref().or(positional).ok_or_else(|| {
+        miette!(
+            help = "give a dump with -z MEMORY.DMP or a live kernel with -k com:port=COM1",
+            "no target given"
+        )
+    })?;
     let symbol_path = SymbolPath::from_env_and_arg(args.sympath.as_deref()).into_diagnostic()?;
     crate::download_progress::install();
     let dump = DumpTarget::open(path)
@@ -60,6 +109,38 @@ pub fn open(args: &TargetArgs, positional: Option<&PathBuf>) -> Result<Opened> {
         session,
         counter,
         file_size,
+        live: None,
+        stay_broken: false,
+    })
+}
+
+fn open_live(args: &TargetArgs, connection: &str) -> Result<Opened> {
+    let symbol_path = SymbolPath::from_env_and_arg(args.sympath.as_deref()).into_diagnostic()?;
+    crate::download_progress::install();
+    let live = Arc::new(crate::live::connect(&crate::live::LiveArgs {
+        connection,
+        stay_broken: args.stay_broken,
+        allow_write: args.allow_write,
+        max_freeze: args.max_freeze,
+        connect_timeout: args.connect_timeout,
+    })?);
+    eprint!("{}", crate::live::connect_banner(&live));
+    let inner: Arc<dyn Target> = live.clone();
+    let counter = Arc::new(CountingTarget::new(inner));
+    let target: Arc<dyn Target> = counter.clone();
+    let session = match Session::open(target, symbol_path) {
+        Ok(session) => session,
+        Err(e) => {
+            crate::live::finish(&live, args.stay_broken, false);
+            return Err(e).into_diagnostic();
+        }
+    };
+    Ok(Opened {
+        session,
+        counter,
+        file_size: None,
+        live: Some(live),
+        stay_broken: args.stay_broken,
     })
 }
 
@@ -72,15 +153,21 @@ pub fn info(args: &InfoArgs) -> u8 {
         }
     };
     let info = kds_stdlib::info::collect(&opened.session, opened.file_size);
-    match args.format {
-        Format::Text => print!("{}", kds_stdlib::info::render_text(&info)),
+    let code = match args.format {
+        Format::Text => {
+            print!("{}", kds_stdlib::info::render_text(&info));
+            0
+        }
         Format::Json | Format::Jsonl => match serde_json::to_string_pretty(&info) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => {
+                println!("{json}");
+                0
+            }
             Err(e) => {
                 eprintln!("cannot render JSON: {e}");
-                return exit::TARGET_ERROR;
+                exit::TARGET_ERROR
             }
         },
-    }
-    0
+    };
+    opened.finish(code, false)
 }

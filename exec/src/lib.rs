@@ -147,6 +147,12 @@ impl Interpreter {
 impl Interpreter {
     fn statements(&mut self, statements: &[Stmt]) -> Result<(), ExecError> {
         for stmt in statements {
+            if let Some(reason) = self.model.target().session_ended() {
+                return Err(ExecError::target(
+                    format!("the live session ended ({reason}); the target was resumed"),
+                    &stmt.span,
+                ));
+            }
             self.statement(stmt)?;
         }
         Ok(())

@@ -176,6 +176,12 @@ impl KdHost {
         self.halted.as_ref().map(|(s, _)| s)
     }
 
+    /// Why the session ended (interrupt, freeze budget), if it has.
+    #[must_use]
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
+    }
+
     /// The target's GetVersion answer, once connected.
     #[must_use]
     pub fn version(&self) -> Option<&Version> {

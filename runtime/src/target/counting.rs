@@ -2,9 +2,10 @@
 
 use super::{Capabilities, ProcessorContext, ReadError, Target, TargetError, TargetIdentity};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// What a [`CountingTarget`] has counted so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -15,14 +16,16 @@ pub struct ReadStats {
     pub bytes: u64,
     /// Calls that failed.
     pub failures: u64,
+    /// Distinct bytes asked for: what a perfect cache would have had to fetch.
+    pub distinct_bytes: u64,
 }
 
 impl fmt::Display for ReadStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} physical reads, {} bytes, {} failed",
-            self.reads, self.bytes, self.failures
+            "{} physical reads, {} bytes ({} distinct), {} failed",
+            self.reads, self.bytes, self.distinct_bytes, self.failures
         )
     }
 }
@@ -33,6 +36,41 @@ pub struct CountingTarget {
     reads: AtomicU64,
     bytes: AtomicU64,
     failures: AtomicU64,
+    distinct: Mutex<RangeSet>,
+}
+
+/// Disjoint half-open ranges, merged as they are added.
+#[derive(Default)]
+struct RangeSet {
+    ranges: BTreeMap<u64, u64>,
+    total: u64,
+}
+
+impl RangeSet {
+    fn add(&mut self, start: u64, end: u64) {
+        let (mut start, mut end) = (start, end);
+        // Absorb every range that overlaps or touches [start, end).
+        let first = self
+            .ranges
+            .range(..=start)
+            .next_back()
+            .filter(|(_, &e)| e >= start)
+            .map(|(&s, _)| s);
+        let from = first.unwrap_or(start);
+        let touching: Vec<(u64, u64)> = self
+            .ranges
+            .range(from..=end)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.ranges.remove(&s);
+            self.total -= e - s;
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.ranges.insert(start, end);
+        self.total += end - start;
+    }
 }
 
 impl CountingTarget {
@@ -43,6 +81,7 @@ impl CountingTarget {
             reads: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            distinct: Mutex::new(RangeSet::default()),
         }
     }
 
@@ -59,6 +98,11 @@ impl CountingTarget {
             reads: self.reads.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            distinct_bytes: self
+                .distinct
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .total,
         }
     }
 
@@ -67,6 +111,7 @@ impl CountingTarget {
         self.reads.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
+        *self.distinct.lock().unwrap_or_else(PoisonError::into_inner) = RangeSet::default();
     }
 }
 
@@ -82,6 +127,12 @@ impl Target for CountingTarget {
     fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if !buf.is_empty() {
+            self.distinct
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(address, address.saturating_add(buf.len() as u64));
+        }
         let result = self.inner.read_physical(address, buf);
         if result.is_err() {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -99,5 +150,29 @@ impl Target for CountingTarget {
 
     fn resume(&self) -> Result<(), TargetError> {
         self.inner.resume()
+    }
+
+    fn session_ended(&self) -> Option<String> {
+        self.inner.session_ended()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RangeSet;
+
+    #[test]
+    fn distinct_bytes_merge_overlaps_and_neighbours() {
+        let mut set = RangeSet::default();
+        set.add(100, 108);
+        set.add(104, 112);
+        assert_eq!(set.total, 12);
+        set.add(112, 120);
+        assert_eq!(set.total, 20);
+        set.add(0, 8);
+        assert_eq!(set.total, 28);
+        set.add(0, 200);
+        assert_eq!(set.total, 200);
+        assert_eq!(set.ranges.len(), 1);
     }
 }

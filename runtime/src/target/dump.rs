@@ -96,49 +96,8 @@ impl Target for DumpTarget {
                     .into(),
             });
         }
-        Ok(ProcessorContext::X64(parse_amd64_context(
+        Ok(ProcessorContext::X64(X64Context::from_amd64_context(
             &self.dump.header().context,
         )))
-    }
-}
-
-/// Read the registers kds uses out of a raw AMD64 `CONTEXT` (offsets from winnt.h).
-fn parse_amd64_context(raw: &[u8]) -> X64Context {
-    let u64_at = |off: usize| {
-        raw.get(off..off + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let u32_at = |off: usize| {
-        raw.get(off..off + 4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
-    };
-    let u16_at = |off: usize| {
-        raw.get(off..off + 2)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u16::from_le_bytes)
-    };
-    X64Context {
-        cs: u16_at(0x38),
-        ss: u16_at(0x42),
-        eflags: u32_at(0x44),
-        rax: u64_at(0x78),
-        rcx: u64_at(0x80),
-        rdx: u64_at(0x88),
-        rbx: u64_at(0x90),
-        rsp: u64_at(0x98),
-        rbp: u64_at(0xA0),
-        rsi: u64_at(0xA8),
-        rdi: u64_at(0xB0),
-        r8: u64_at(0xB8),
-        r9: u64_at(0xC0),
-        r10: u64_at(0xC8),
-        r11: u64_at(0xD0),
-        r12: u64_at(0xD8),
-        r13: u64_at(0xE0),
-        r14: u64_at(0xE8),
-        r15: u64_at(0xF0),
-        rip: u64_at(0xF8),
     }
 }

@@ -7,6 +7,7 @@
 mod counting;
 mod dump;
 mod identity;
+mod live;
 mod memory;
 
 pub use counting::{CountingTarget, ReadStats};
@@ -14,6 +15,7 @@ pub use dump::DumpTarget;
 pub use identity::{
     Arch, BugCheck, Capabilities, Consistency, FileTime, OsVersion, TargetIdentity, TargetKind,
 };
+pub use live::{BreakIn, KdTarget, LiveOptions};
 pub use memory::MemoryTarget;
 
 use thiserror::Error;
@@ -118,5 +120,56 @@ pub trait Target: Send + Sync {
     /// Let a frozen live target run again. Dumps and snapshots have nothing to resume.
     fn resume(&self) -> Result<(), TargetError> {
         Ok(())
+    }
+
+    /// Why a live session can no longer be used (interrupted, freeze budget spent, link
+    /// lost): the executor stops instead of failing every later read.
+    fn session_ended(&self) -> Option<String> {
+        None
+    }
+}
+
+impl X64Context {
+    /// The registers kds uses, out of a raw AMD64 `CONTEXT` (offsets from winnt.h; the same
+    /// bytes a dump header holds and KD's GetContext returns). Short input reads as zeros.
+    #[must_use]
+    pub fn from_amd64_context(raw: &[u8]) -> X64Context {
+        let u64_at = |off: usize| {
+            raw.get(off..off + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let u32_at = |off: usize| {
+            raw.get(off..off + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        let u16_at = |off: usize| {
+            raw.get(off..off + 2)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u16::from_le_bytes)
+        };
+        X64Context {
+            cs: u16_at(0x38),
+            ss: u16_at(0x42),
+            eflags: u32_at(0x44),
+            rax: u64_at(0x78),
+            rcx: u64_at(0x80),
+            rdx: u64_at(0x88),
+            rbx: u64_at(0x90),
+            rsp: u64_at(0x98),
+            rbp: u64_at(0xA0),
+            rsi: u64_at(0xA8),
+            rdi: u64_at(0xB0),
+            r8: u64_at(0xB8),
+            r9: u64_at(0xC0),
+            r10: u64_at(0xC8),
+            r11: u64_at(0xD0),
+            r12: u64_at(0xD8),
+            r13: u64_at(0xE0),
+            r14: u64_at(0xE8),
+            r15: u64_at(0xF0),
+            rip: u64_at(0xF8),
+        }
     }
 }
