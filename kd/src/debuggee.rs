@@ -20,6 +20,73 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// Manipulate APIs beyond those in [`crate::api::apinum`] (windbgkd.h numbering).
+pub mod more_apinum {
+    pub const WRITE_BREAKPOINT: u32 = 0x3134;
+    pub const RESTORE_BREAKPOINT: u32 = 0x3135;
+    pub const WRITE_IO_SPACE: u32 = 0x313A;
+    pub const SET_SPECIAL_CALL: u32 = 0x3140;
+    pub const SET_INTERNAL_BREAKPOINT: u32 = 0x3142;
+    pub const WRITE_IO_SPACE_EXTENDED: u32 = 0x3145;
+    pub const WRITE_BREAKPOINT_EX: u32 = 0x3147;
+    pub const RESTORE_BREAKPOINT_EX: u32 = 0x3148;
+    pub const CAUSE_BUGCHECK: u32 = 0x3149;
+    pub const SET_BUS_DATA: u32 = 0x3158;
+    pub const FILL_MEMORY: u32 = 0x315B;
+    pub const WRITE_CUSTOM_BREAKPOINT: u32 = 0x315E;
+    pub const GET_CONTEXT_EX: u32 = 0x315F;
+    pub const SET_CONTEXT_EX: u32 = 0x3160;
+}
+
+/// The name of a manipulate API for the counters: the host's names, a few more, else hex.
+#[must_use]
+pub fn api_label(api: u32) -> String {
+    use more_apinum::*;
+    let name = match api {
+        WRITE_BREAKPOINT => "WriteBreakPoint",
+        RESTORE_BREAKPOINT => "RestoreBreakPoint",
+        WRITE_BREAKPOINT_EX => "WriteBreakPointEx",
+        RESTORE_BREAKPOINT_EX => "RestoreBreakPointEx",
+        GET_CONTEXT_EX => "GetContextEx",
+        SET_CONTEXT_EX => "SetContextEx",
+        FILL_MEMORY => "FillMemory",
+        CAUSE_BUGCHECK => "CauseBugCheck",
+        _ => api_name(api),
+    };
+    if name == api_name(0) {
+        format!("{api:#06x}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Whether a request would change the target: memory, registers, breakpoints, MSRs, I/O,
+/// bus data, a reboot or a bug check.
+#[must_use]
+pub fn changes_target(api: u32) -> bool {
+    use more_apinum::*;
+    matches!(
+        api,
+        apinum::WRITE_VIRTUAL_MEMORY
+            | apinum::SET_CONTEXT
+            | apinum::WRITE_CONTROL_SPACE
+            | apinum::REBOOT
+            | apinum::WRITE_PHYSICAL_MEMORY
+            | apinum::WRITE_MSR
+            | WRITE_BREAKPOINT
+            | WRITE_IO_SPACE
+            | SET_SPECIAL_CALL
+            | SET_INTERNAL_BREAKPOINT
+            | WRITE_IO_SPACE_EXTENDED
+            | WRITE_BREAKPOINT_EX
+            | CAUSE_BUGCHECK
+            | SET_BUS_DATA
+            | FILL_MEMORY
+            | WRITE_CUSTOM_BREAKPOINT
+            | SET_CONTEXT_EX
+    )
+}
+
 /// Where a processor stopped, for its state change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakInState {
@@ -54,6 +121,11 @@ pub trait Kernel: Send {
     fn write_physical(&mut self, _address: u64, _data: &[u8]) -> usize {
         0
     }
+    /// Replace `bytes.len()` bytes of a processor's CONTEXT at `offset` (only with writes
+    /// allowed); false when the context cannot be changed.
+    fn set_context(&mut self, _processor: u16, _offset: usize, _bytes: &[u8]) -> bool {
+        false
+    }
 }
 
 /// How the debuggee behaves, and the protocol-level faults it injects.
@@ -69,6 +141,9 @@ pub struct DebuggeeOptions {
     pub reset_after: Option<u64>,
     /// After this many manipulate requests, drop the link at the next one (once).
     pub disconnect_after: Option<u64>,
+    /// A RESET also stops a running kernel (answered with a RESET and a state change), as
+    /// hosts that never send a break-in byte (pykdclient) need.
+    pub reset_breaks_in: bool,
 }
 
 impl Default for DebuggeeOptions {
@@ -79,6 +154,7 @@ impl Default for DebuggeeOptions {
             retries: 20,
             reset_after: None,
             disconnect_after: None,
+            reset_breaks_in: true,
         }
     }
 }
@@ -134,6 +210,18 @@ pub enum Event {
 pub enum DebuggeeError {
     #[error(transparent)]
     Link(#[from] LinkError),
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    if let Some(s) = b.get_mut(at..at + 4) {
+        s.copy_from_slice(&v.to_le_bytes());
+    }
 }
 
 struct Pending {
@@ -379,7 +467,14 @@ impl<K: Kernel> Debuggee<K> {
                     }
                     PacketType::Reset => {
                         self.stats.resets += 1;
-                        self.reset(link)?;
+                        if self.halted.is_none() && self.options.reset_breaks_in {
+                            self.halted = Some(0);
+                            self.stats.break_ins += 1;
+                            self.reset(link)?;
+                            events(Event::BrokenIn, &self.stats);
+                        } else {
+                            self.reset(link)?;
+                        }
                     }
                     _ => return self.data_packet(p, link, events),
                 }
@@ -447,7 +542,7 @@ impl<K: Kernel> Debuggee<K> {
         *self
             .stats
             .requests
-            .entry(api_name(request.api).to_string())
+            .entry(api_label(request.api))
             .or_default() += 1;
         let resumes = matches!(request.api, apinum::CONTINUE | apinum::CONTINUE2);
         if !resumes {
@@ -474,7 +569,7 @@ impl<K: Kernel> Debuggee<K> {
                 return Ok(None);
             }
         }
-        if request.is_write() {
+        if changes_target(request.api) {
             self.stats.write_attempts += 1;
         }
         let processor = request.processor;
@@ -544,6 +639,40 @@ impl<K: Kernel> Debuggee<K> {
                 {
                     Some(context) => reply.data = context,
                     None => reply.status = status::UNSUCCESSFUL,
+                }
+            }
+            more_apinum::GET_CONTEXT_EX => {
+                let offset = u32_at(&request.union, 0) as usize;
+                let count = (u32_at(&request.union, 4) as usize).min(MAX_TRANSFER);
+                match known_processor
+                    .then(|| self.kernel.context(processor))
+                    .flatten()
+                {
+                    Some(context) if offset <= context.len() => {
+                        let end = offset.saturating_add(count).min(context.len());
+                        reply.data = context[offset..end].to_vec();
+                        put_u32(&mut reply.union, 8, reply.data.len() as u32);
+                    }
+                    _ => reply.status = status::UNSUCCESSFUL,
+                }
+            }
+            apinum::SET_CONTEXT | more_apinum::SET_CONTEXT_EX if self.options.allow_write => {
+                let (offset, count) = if request.api == apinum::SET_CONTEXT {
+                    (0, request.data.len())
+                } else {
+                    (
+                        u32_at(&request.union, 0) as usize,
+                        u32_at(&request.union, 4) as usize,
+                    )
+                };
+                let bytes = &request.data[..count.min(request.data.len())];
+                let done = known_processor && self.kernel.set_context(processor, offset, bytes);
+                if done {
+                    if request.api == more_apinum::SET_CONTEXT_EX {
+                        put_u32(&mut reply.union, 8, bytes.len() as u32);
+                    }
+                } else {
+                    reply.status = status::UNSUCCESSFUL;
                 }
             }
             apinum::READ_MSR => {

@@ -95,6 +95,14 @@ impl Kernel for MemoryKernel {
     fn read_msr(&self, _processor: u16, msr: u32) -> Option<u64> {
         (msr == 0xC000_0080).then_some(0xD01)
     }
+    fn set_context(&mut self, processor: u16, offset: usize, bytes: &[u8]) -> bool {
+        let end = offset + bytes.len();
+        if processor != 0 || end > self.context.len() {
+            return false;
+        }
+        self.context[offset..end].copy_from_slice(bytes);
+        true
+    }
 }
 
 /// Run a debuggee over the links that arrive on `links`, until one closes after a resume.
@@ -363,4 +371,124 @@ fn writes_are_refused_and_counted() {
     drop(tx);
     let (stats, _) = debuggee.join().unwrap();
     assert_eq!(stats.write_attempts, 1);
+}
+
+#[test]
+fn set_context_ex_needs_allow_write_and_is_read_back() {
+    use kds_kd::api::Manipulate;
+    use kds_kd::debuggee::more_apinum::{GET_CONTEXT_EX, SET_CONTEXT_EX};
+    let reference = MemoryKernel::new(1);
+    let set = |offset: u32, bytes: &[u8]| {
+        let mut m = Manipulate::new(SET_CONTEXT_EX, 0);
+        m.union[0..4].copy_from_slice(&offset.to_le_bytes());
+        m.union[4..8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        m.data = bytes.to_vec();
+        m
+    };
+    let new_rip = 0xFFFF_F800_1234_5678u64.to_le_bytes();
+
+    // Refused without --allow-write, and counted.
+    let mut s = connected(fast_debuggee(), None);
+    s.host.connect().unwrap();
+    let reply = s.host.exchange(set(0xF8, &new_rip)).unwrap();
+    assert_eq!(reply.status, kds_kd::api::status::UNSUCCESSFUL);
+    assert_eq!(s.host.get_context(0).unwrap(), reference.context);
+    s.host.resume().unwrap();
+    let (stats, _) = s.finish();
+    assert_eq!(stats.write_attempts, 1);
+    assert_eq!(stats.requests.get("SetContextEx"), Some(&1));
+
+    // Carried out with it: BytesCopied echoes the count, GetContextEx reads it back.
+    let options = DebuggeeOptions {
+        allow_write: true,
+        ..fast_debuggee()
+    };
+    let mut s = connected(options, None);
+    s.host.connect().unwrap();
+    let reply = s.host.exchange(set(0xF8, &new_rip)).unwrap();
+    assert_eq!(reply.status, 0);
+    assert_eq!(&reply.union[8..12], &8u32.to_le_bytes());
+    let mut get = Manipulate::new(GET_CONTEXT_EX, 0);
+    get.union[0..4].copy_from_slice(&0xF0u32.to_le_bytes());
+    get.union[4..8].copy_from_slice(&0x10u32.to_le_bytes());
+    let reply = s.host.exchange(get).unwrap();
+    assert_eq!(&reply.data[..8], &reference.context[0xF0..0xF8]);
+    assert_eq!(&reply.data[8..], &new_rip);
+    s.host.resume().unwrap();
+    let (stats, _) = s.finish();
+    assert_eq!(stats.write_attempts, 1);
+    assert_eq!(stats.resumes, 1);
+}
+
+/// pykdclient's handshake: a RESET (id INITIAL|SYNC) and no break-in byte; it needs a RESET
+/// back, then the state change. Its Continue2 carries ContinueStatus 0.
+#[test]
+fn a_reset_alone_stops_a_running_kernel() {
+    use kds_kd::api::{apinum, Manipulate, StateChange};
+    use kds_kd::framer::{Frame, FrameDecoder};
+    use kds_kd::packet::{Packet, PacketType};
+    use std::io::{Read, Write};
+
+    let (tx, rx) = mpsc::channel();
+    let debuggee = spawn_debuggee(fast_debuggee(), None, rx);
+    let (mut wire, kernel_end) = UnixStream::pair().unwrap();
+    tx.send(kernel_end).unwrap();
+    wire.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut decoder = FrameDecoder::default();
+    let mut next = |wire: &mut UnixStream| -> Packet {
+        let mut b = [0u8; 1];
+        loop {
+            wire.read_exact(&mut b).unwrap();
+            if let Some(Frame::Packet(p)) = decoder.push(b[0]) {
+                return p;
+            }
+        }
+    };
+    let send = |wire: &mut UnixStream, p: Packet| wire.write_all(&p.encode()).unwrap();
+
+    send(&mut wire, Packet::control(PacketType::Reset, 0x8080_0800));
+    assert_eq!(next(&mut wire).kind, PacketType::Reset);
+    let state = next(&mut wire);
+    assert_eq!(state.kind, PacketType::StateChange64);
+    assert_eq!(state.id, 0x8080_0800);
+    assert!(StateChange::decode(&state.payload).unwrap().is_break_in());
+    send(
+        &mut wire,
+        Packet::control(PacketType::Acknowledge, 0x8080_0000),
+    );
+
+    let request = Manipulate::new(apinum::GET_VERSION, 0).encode();
+    send(
+        &mut wire,
+        Packet::data(PacketType::StateManipulate, 0x8080_0000, request).unwrap(),
+    );
+    let ack = next(&mut wire);
+    assert_eq!((ack.kind, ack.id), (PacketType::Acknowledge, 0x8080_0000));
+    let reply = next(&mut wire);
+    assert_eq!(
+        (reply.kind, reply.id),
+        (PacketType::StateManipulate, 0x8080_0001)
+    );
+    let version = Version::from_union(&Manipulate::decode(&reply.payload).unwrap().union);
+    assert_eq!(version, MemoryKernel::new(1).version());
+    send(
+        &mut wire,
+        Packet::control(PacketType::Acknowledge, 0x8080_0001),
+    );
+
+    let mut resume = Manipulate::resume(0);
+    resume.union[0..4].copy_from_slice(&0u32.to_le_bytes());
+    send(
+        &mut wire,
+        Packet::data(PacketType::StateManipulate, 0x8080_0001, resume.encode()).unwrap(),
+    );
+    let ack = next(&mut wire);
+    assert_eq!((ack.kind, ack.id), (PacketType::Acknowledge, 0x8080_0001));
+    drop(wire);
+    drop(tx);
+    let (stats, _) = debuggee.join().unwrap();
+    assert_eq!(stats.resumes, 1);
+    assert_eq!(stats.last_continue_status, Some(0));
+    assert_eq!(stats.break_ins, 1);
+    assert_eq!(stats.resets, 1);
 }

@@ -153,6 +153,11 @@ impl DumpKernel {
         self.version
     }
 
+    /// Set MaxManipulate of the GetVersion answer (pykdclient exits unless it is 0).
+    pub fn set_max_manipulate(&mut self, value: u8) {
+        self.version.max_manipulate = value;
+    }
+
     /// The physical address `va` maps to, by a 4-level walk from the header's DTB.
     #[must_use]
     pub fn translate(&self, va: u64) -> Option<u64> {
@@ -396,5 +401,14 @@ impl Kernel for DumpKernel {
 
     fn write_physical(&mut self, address: u64, data: &[u8]) -> usize {
         self.physical_write(address, data)
+    }
+
+    fn set_context(&mut self, processor: u16, offset: usize, bytes: &[u8]) -> bool {
+        let end = offset.saturating_add(bytes.len());
+        if processor != 0 || end > self.context.len() {
+            return false;
+        }
+        self.context[offset..end].copy_from_slice(bytes);
+        true
     }
 }

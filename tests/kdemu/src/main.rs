@@ -64,6 +64,12 @@ struct Args {
     /// Write counters here as JSON on every resume and at exit.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// MaxManipulate in the GetVersion answer (0x33; pykdclient needs 0).
+    #[arg(long, default_value_t = 0x33)]
+    max_manipulate: u8,
+    /// Stop only on the break-in byte, not on a RESET while running.
+    #[arg(long)]
+    no_reset_break_in: bool,
     /// Exit once the target was resumed and the link closed.
     #[arg(long)]
     exit_after_resume: bool,
@@ -248,12 +254,14 @@ fn run(args: Args) -> Result<(), EmuError> {
         path: args.dump.display().to_string(),
         message: e.to_string(),
     })?;
-    let kernel = DumpKernel::new(target)?;
+    let mut kernel = DumpKernel::new(target)?;
+    kernel.set_max_manipulate(args.max_manipulate);
     let version = kernel.version();
     let options = DebuggeeOptions {
         allow_write: args.allow_write,
         reset_after: args.reset_after,
         disconnect_after: args.disconnect_after,
+        reset_breaks_in: !args.no_reset_break_in,
         ..DebuggeeOptions::default()
     };
     let faults = FaultConfig {
