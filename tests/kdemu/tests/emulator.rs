@@ -236,3 +236,94 @@ fn faults_and_a_reconnect_still_end_resumed() {
     assert!(report["faults_injected"].as_u64().unwrap() >= 2);
     assert!(report["connections"].as_u64().unwrap() >= 2);
 }
+
+/// Start kds-kdemu with `args` and return it with the first stdout line.
+fn start_with_stdout(args: &[&str]) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kds-kdemu"))
+        .arg("--dump")
+        .arg(demo_dump())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("kds-kdemu did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tcp_at_a_line_rate_and_sigterm() {
+    let want = expected();
+    let dir = scratch("tcp");
+    let report = dir.join("report.json");
+    let (mut child, line) = start_with_stdout(&[
+        "--listen",
+        "tcp:0",
+        "--baud",
+        "115200",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let port: u16 = line.strip_prefix("tcp: ").unwrap().parse().unwrap();
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut host = KdHost::new(Box::new(SocketLink::new(stream)), HostOptions::default());
+    let version = host.connect().unwrap();
+    assert_eq!(version.kernel_base, want.kern_base);
+    let pa = present_run(&want.target, 4);
+    let mut got = vec![0u8; 16 * 1024];
+    let started = Instant::now();
+    host.read_physical(pa, &mut got).unwrap();
+    let elapsed = started.elapsed();
+    // 16 KiB of payload at 10 bits a byte and 115200 baud is at least 1.42 s.
+    let floor = Duration::from_secs_f64(got.len() as f64 * 10.0 / 115_200.0);
+    assert!(elapsed >= floor, "{elapsed:?} < {floor:?}");
+    let mut reference = vec![0u8; got.len()];
+    want.target.read_physical(pa, &mut reference).unwrap();
+    assert!(got == reference);
+    host.resume().unwrap();
+    // Without --exit-after-resume it keeps serving until SIGTERM.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none());
+    // SAFETY: signalling our own child by its id.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(wait_exit(&mut child).success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["resumed"], true);
+    assert_eq!(report["resumes"], 1);
+}
+
+#[test]
+fn a_pty_is_a_serial_line() {
+    let want = expected();
+    let (mut child, line) = start_with_stdout(&["--listen", "pty", "--exit-after-resume"]);
+    let path = line.strip_prefix("pty: ").unwrap().to_string();
+    let link = kds_kd::link::SerialLink::open(&path, 115_200).unwrap();
+    let mut host = KdHost::new(Box::new(link), HostOptions::default());
+    let version = host.connect().unwrap();
+    assert_eq!(version.kernel_base, want.kern_base);
+    assert_eq!(version.ps_loaded_module_list, want.ps_loaded_module_list);
+    let mut mz = [0u8; 2];
+    host.read_virtual(version.kernel_base, &mut mz).unwrap();
+    assert_eq!(&mz, b"MZ");
+    host.resume().unwrap();
+    drop(host);
+    assert!(wait_exit(&mut child).success());
+}
