@@ -296,6 +296,10 @@ impl<K: Kernel> Debuggee<K> {
         events: &mut dyn FnMut(Event, &DebuggeeStats),
     ) -> Result<ServeEnd, DebuggeeError> {
         self.decoder.clear();
+        // A new link: an unacknowledged packet gets its full set of retries again.
+        if let Some(p) = self.pending.as_mut() {
+            p.retries = 0;
+        }
         let mut buf = vec![0u8; 8192];
         loop {
             if stop.load(Ordering::SeqCst) {
@@ -434,14 +438,21 @@ impl<K: Kernel> Debuggee<K> {
         events: &mut dyn FnMut(Event, &DebuggeeStats),
     ) -> Result<Option<ServeEnd>, LinkError> {
         match frame {
-            Frame::BreakIn => {
-                if self.halted.is_none() {
+            Frame::BreakIn => match self.halted {
+                None => {
                     self.halted = Some(0);
                     self.stats.break_ins += 1;
                     self.send_state_change(link, 0)?;
                     events(Event::BrokenIn, &self.stats);
                 }
-            }
+                // Already stopped: a host that just arrived asks where; report the stop again
+                // (the pending state change, or a new one if nothing is in flight).
+                Some(processor) => match &self.pending {
+                    Some(p) if p.answers.is_none() => self.resend(link)?,
+                    Some(_) => {}
+                    None => self.send_state_change(link, processor)?,
+                },
+            },
             Frame::Corrupt(_) => {
                 self.stats.corrupt_received += 1;
                 if self.halted.is_some() {

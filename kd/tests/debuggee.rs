@@ -492,3 +492,25 @@ fn a_reset_alone_stops_a_running_kernel() {
     assert_eq!(stats.break_ins, 1);
     assert_eq!(stats.resets, 1);
 }
+
+#[test]
+fn a_second_host_finds_the_kernel_still_halted() {
+    let reference = MemoryKernel::new(1);
+    let mut s = connected(fast_debuggee(), None);
+    s.host.connect().unwrap();
+    let mut buf = [0u8; 64];
+    read_physical(&mut s.host, 0x800, &mut buf);
+    // Gone without a Continue.
+    let (host_end, kernel_end) = UnixStream::pair().unwrap();
+    s.host = KdHost::new(Box::new(SocketLink::new(host_end)), host_options());
+    s.links.send(kernel_end).unwrap();
+    let version = s.host.connect().unwrap();
+    assert_eq!(version, reference.version());
+    read_physical(&mut s.host, 0x800, &mut buf);
+    assert_eq!(buf, reference.physical[0x800..0x840]);
+    s.host.resume().unwrap();
+    let (stats, ends) = s.finish();
+    assert_eq!(ends, [ServeEnd::Closed, ServeEnd::Closed]);
+    assert_eq!(stats.break_ins, 1);
+    assert_eq!(stats.resumes, 1);
+}
