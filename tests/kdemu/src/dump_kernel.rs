@@ -161,30 +161,7 @@ impl DumpKernel {
     /// The physical address `va` maps to, by a 4-level walk from the header's DTB.
     #[must_use]
     pub fn translate(&self, va: u64) -> Option<u64> {
-        // Canonical: bits 63..47 all equal.
-        let top = va >> 47;
-        if top != 0 && top != 0x1_FFFF {
-            return None;
-        }
-        let mut table = self.dtb;
-        for level in (0..4).rev() {
-            let shift = 12 + 9 * level;
-            let index = (va >> shift) & 0x1FF;
-            let entry = self.physical_u64(table + index * 8)?;
-            if entry & PRESENT == 0 {
-                return None;
-            }
-            let frame = entry & FRAME_MASK;
-            if level == 0 {
-                return Some(frame | (va & (PAGE - 1)));
-            }
-            if (level == 1 || level == 2) && entry & LARGE != 0 {
-                let size = 1u64 << shift;
-                return Some((frame & !(size - 1)) | (va & (size - 1)));
-            }
-            table = frame;
-        }
-        None
+        walk(self.dtb, va, |pa| self.physical_u64(pa))
     }
 
     fn physical_u64(&self, pa: u64) -> Option<u64> {
@@ -304,6 +281,35 @@ impl DumpKernel {
     }
 }
 
+/// x64 4-level translation of `va` from the PML4 at `dtb`, reading entries with `entry_at`:
+/// the present bit at every level, 1 GiB pages at the PDPT and 2 MiB pages at the PD.
+pub fn walk(dtb: u64, va: u64, entry_at: impl Fn(u64) -> Option<u64>) -> Option<u64> {
+    // Canonical: bits 63..47 all equal.
+    let top = va >> 47;
+    if top != 0 && top != 0x1_FFFF {
+        return None;
+    }
+    let mut table = dtb & FRAME_MASK;
+    for level in (0..4u32).rev() {
+        let shift = 12 + 9 * level;
+        let index = (va >> shift) & 0x1FF;
+        let entry = entry_at(table + index * 8)?;
+        if entry & PRESENT == 0 {
+            return None;
+        }
+        let frame = entry & FRAME_MASK;
+        if level == 0 {
+            return Some(frame | (va & (PAGE - 1)));
+        }
+        if (level == 1 || level == 2) && entry & LARGE != 0 {
+            let size = 1u64 << shift;
+            return Some((frame & !(size - 1)) | (va & (size - 1)));
+        }
+        table = frame;
+    }
+    None
+}
+
 impl Kernel for DumpKernel {
     fn version(&self) -> Version {
         self.version
@@ -410,5 +416,54 @@ impl Kernel for DumpKernel {
         }
         self.context[offset..end].copy_from_slice(bytes);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Page tables as a map from entry address to entry.
+    fn tables() -> HashMap<u64, u64> {
+        let mut t = HashMap::new();
+        // PML4 at 0x1000; entry 0x1F0 -> PDPT 0x2000.
+        t.insert(0x1000 + 0x1F0 * 8, 0x2000 | 0x63);
+        // PDPT entry 1 -> PD 0x3000; entry 2 -> 1 GiB page at 0x4000_0000.
+        t.insert(0x2000 + 8, 0x3000 | 0x63);
+        t.insert(0x2000 + 2 * 8, 0x4000_0000 | 0xE3);
+        // PD entry 3 -> PT 0x4000; entry 4 -> 2 MiB page at 0x60_0000; entry 5 not present.
+        t.insert(0x3000 + 3 * 8, 0x4000 | 0x63);
+        t.insert(0x3000 + 4 * 8, 0x60_0000 | 0xE3);
+        t.insert(0x3000 + 5 * 8, 0x80_0000 | 0xE2);
+        // PT entry 7 -> page 0x9000 (NX set: still present).
+        t.insert(0x4000 + 7 * 8, (1 << 63) | 0x9000 | 0x63);
+        t
+    }
+
+    fn va(pml4: u64, pdpt: u64, pd: u64, pt: u64, offset: u64) -> u64 {
+        (0xFFFFu64 << 48) | (pml4 << 39) | (pdpt << 30) | (pd << 21) | (pt << 12) | offset
+    }
+
+    #[test]
+    fn walks_4k_2m_and_1g_pages() {
+        let t = tables();
+        let at = |pa: u64| Some(t.get(&pa).copied().unwrap_or(0));
+        assert_eq!(walk(0x1000, va(0x1F0, 1, 3, 7, 0x123), at), Some(0x9123));
+        assert_eq!(
+            walk(0x1000, va(0x1F0, 1, 4, 0x1AB, 0x456), at),
+            Some(0x60_0000 + 0x1AB_456)
+        );
+        assert_eq!(
+            walk(0x1000, va(0x1F0, 2, 0x155, 0x1AB, 0x456), at),
+            Some(0x4000_0000 + (0x155 << 21) + 0x1AB_456)
+        );
+        // Not present at the PD, at the PT, at the PML4; non-canonical.
+        assert_eq!(walk(0x1000, va(0x1F0, 1, 5, 0, 0), at), None);
+        assert_eq!(walk(0x1000, va(0x1F0, 1, 3, 8, 0), at), None);
+        assert_eq!(walk(0x1000, va(0x1F1, 1, 3, 7, 0), at), None);
+        assert_eq!(walk(0x1000, 0x0000_8000_0000_0000, at), None);
+        // A table page the dump lacks.
+        assert_eq!(walk(0x1000, va(0x1F0, 1, 3, 7, 0), |_| None), None);
     }
 }
