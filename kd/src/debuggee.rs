@@ -144,6 +144,9 @@ pub struct DebuggeeOptions {
     /// A RESET also stops a running kernel (answered with a RESET and a state change), as
     /// hosts that never send a break-in byte (pykdclient) need.
     pub reset_breaks_in: bool,
+    /// The first packet after a RESET carries SYNC (0x80800800), as KD-PROTOCOL.md says.
+    /// ReactOS's kdcom restarts at plain 0x80800000, and pykdclient only follows that.
+    pub sync_after_reset: bool,
 }
 
 impl Default for DebuggeeOptions {
@@ -155,6 +158,7 @@ impl Default for DebuggeeOptions {
             reset_after: None,
             disconnect_after: None,
             reset_breaks_in: true,
+            sync_after_reset: true,
         }
     }
 }
@@ -421,7 +425,7 @@ impl<K: Kernel> Debuggee<K> {
     fn reset(&mut self, link: &mut dyn Link) -> Result<(), LinkError> {
         self.out_id = INITIAL_PACKET_ID;
         self.in_id = INITIAL_PACKET_ID;
-        self.sync_next = true;
+        self.sync_next = self.options.sync_after_reset;
         self.last_delivered = None;
         if let Some(processor) = self.halted {
             self.pending = None;

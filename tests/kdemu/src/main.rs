@@ -70,6 +70,9 @@ struct Args {
     /// Stop only on the break-in byte, not on a RESET while running.
     #[arg(long)]
     no_reset_break_in: bool,
+    /// After a RESET, restart at id 0x80800000 without SYNC (ReactOS; pykdclient needs it).
+    #[arg(long)]
+    no_sync_after_reset: bool,
     /// Exit once the target was resumed and the link closed.
     #[arg(long)]
     exit_after_resume: bool,
@@ -262,6 +265,7 @@ fn run(args: Args) -> Result<(), EmuError> {
         reset_after: args.reset_after,
         disconnect_after: args.disconnect_after,
         reset_breaks_in: !args.no_reset_break_in,
+        sync_after_reset: !args.no_sync_after_reset,
         ..DebuggeeOptions::default()
     };
     let faults = FaultConfig {
