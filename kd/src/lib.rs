@@ -8,6 +8,8 @@
 pub mod api;
 pub mod cache;
 pub mod connection;
+pub mod debuggee;
+pub mod fault;
 pub mod framer;
 pub mod host;
 pub mod link;
