@@ -3,7 +3,9 @@
 #   .venv/bin/vol       Volatility 3 (windows.info, windows.pslist, windows.modules)
 #   kdmp_parser         the Python bindings of the C++ kdmp-parser
 #   pefile              PE parsing (tests/tests/pe_unwind.rs checks the fixture images' directories)
-#   .venv/bin/ntoseye   the ntoseye debugger, a prebuilt Rust binary in its wheel (tests/tests/ntoseye.rs)
+#   .venv/bin/ntoseye   the ntoseye debugger, a prebuilt Rust binary in its wheel (tests/tests/ntoseye.rs,
+#                       and a KDCOM host against our debuggee emulator)
+#   pykdclient          a pure-Python KDCOM host (framing and handshake) against the emulator
 # Creates <repo>/.venv with pinned versions; quiet and quick when they are already there.
 # Usage: bash .ci/venv.sh
 set -euo pipefail
@@ -12,6 +14,7 @@ VOLATILITY3_VERSION=2.28.2
 KDMP_PARSER_VERSION=0.7.4
 PEFILE_VERSION=2024.8.26
 NTOSEYE_VERSION=0.52.0
+PYKDCLIENT_VERSION=0.1.1
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -29,6 +32,7 @@ EOF
 
 if installed volatility3 "$VOLATILITY3_VERSION" && installed kdmp-parser "$KDMP_PARSER_VERSION" \
     && installed pefile "$PEFILE_VERSION" && installed ntoseye "$NTOSEYE_VERSION" \
+    && installed pykdclient "$PYKDCLIENT_VERSION" \
     && [ -x "$venv/bin/vol" ] && [ -x "$venv/bin/ntoseye" ]; then
     exit 0
 fi
@@ -38,8 +42,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "volatility3==$VOLATILITY3_VERSION" "kdmp-parser==$KDMP_PARSER_VERSION" "pefile==$PEFILE_VERSION" \
-    "ntoseye==$NTOSEYE_VERSION"
+    "ntoseye==$NTOSEYE_VERSION" "pykdclient==$PYKDCLIENT_VERSION"
 "$venv/bin/vol" --help >/dev/null
-"$venv/bin/python" -c 'import kdmp_parser, pefile' >/dev/null
+"$venv/bin/python" -c 'import kdmp_parser, pefile, pykdclient' >/dev/null
 "$venv/bin/ntoseye" --version >/dev/null
-echo "venv ready: $venv (volatility3 $VOLATILITY3_VERSION, kdmp-parser $KDMP_PARSER_VERSION, pefile $PEFILE_VERSION, ntoseye $NTOSEYE_VERSION)"
+echo "venv ready: $venv (volatility3 $VOLATILITY3_VERSION, kdmp-parser $KDMP_PARSER_VERSION, pefile $PEFILE_VERSION, ntoseye $NTOSEYE_VERSION, pykdclient $PYKDCLIENT_VERSION)"

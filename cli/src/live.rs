@@ -129,12 +129,14 @@ pub fn connect_banner(target: &KdTarget) -> String {
 
 fn chrono_like_now() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let secs = SystemTime::now()
+    let since_1970 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // FILETIME so the stdlib's WinDbg time format applies.
-    let filetime = (secs + 11_644_473_600) * 10_000_000;
-    kds_stdlib::format::filetime(filetime).unwrap_or_else(|| format!("{secs}"))
+        .unwrap_or_default();
+    // FILETIME (100 ns since 1601) so the stdlib's WinDbg time format applies.
+    let filetime = (since_1970.as_secs() + 11_644_473_600) * 10_000_000
+        + u64::from(since_1970.subsec_nanos() / 100);
+    kds_stdlib::format::filetime(filetime)
+        .unwrap_or_else(|| format!("{}", since_1970.as_secs()))
 }
 
 /// End the session: resume unless `--stay-broken`; report either way. Returns false when the

@@ -183,10 +183,7 @@ impl Interpreter {
                 self.std(r, span)
             }
             ".bugcheck" => {
-                let r = bugcheck::bugcheck_report(
-                    self.model.target().identity(),
-                    self.model.pointer_size(),
-                );
+                let r = bugcheck::bugcheck_report(self.model.bugcheck(), self.model.pointer_size());
                 Ok(Rendered::of(&r))
             }
             ".sympath" => {

@@ -417,9 +417,10 @@ impl Interpreter {
     /// `kds_lang::check::GLOBALS`; a test keeps the two lists equal).
     pub(crate) fn target_global(&self, name: &str) -> Option<Value> {
         let identity = self.model.target().identity();
+        let bugcheck = self.model.bugcheck();
         match name {
             // The stop code, named (`bugcheck == 0xE2`, `bugcheck == "MANUALLY_INITIATED_CRASH"`).
-            "bugcheck" => identity.bugcheck.map(|b| {
+            "bugcheck" => bugcheck.map(|b| {
                 let info = kds_stdlib::bugcheck::decode(b.code, b.parameters);
                 Value::Enum(kds_runtime::model::EnumValue {
                     type_name: "BUGCHECK_CODE".into(),
@@ -429,10 +430,10 @@ impl Interpreter {
             }),
             // The dump was taken on purpose (keyboard, NMI button, live dump): a hang to
             // analyse, not a crash cause.
-            "taken_on_demand" => identity.bugcheck.map(|b| {
+            "taken_on_demand" => bugcheck.map(|b| {
                 Value::Bool(kds_stdlib::bugcheck::decode(b.code, b.parameters).taken_on_demand)
             }),
-            "bugcheck_parameters" => identity.bugcheck.map(|b| {
+            "bugcheck_parameters" => bugcheck.map(|b| {
                 Value::List(
                     b.parameters
                         .iter()

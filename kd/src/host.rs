@@ -268,7 +268,20 @@ impl KdHost {
         match p.kind {
             PacketType::StateChange64 => {
                 let state = StateChange::decode(&p.payload)?;
-                let since = self.halted.as_ref().map_or_else(Instant::now, |(_, t)| *t);
+                // A kernel repeats its state change after a RESET or a reconnect without having
+                // run: memory read since the break-in is still good. A different stop means
+                // it ran.
+                let same_stop = self.halted.as_ref().is_some_and(|(old, _)| {
+                    (old.processor, old.thread, old.program_counter)
+                        == (state.processor, state.thread, state.program_counter)
+                });
+                let since = match &self.halted {
+                    Some((_, t)) if same_stop => *t,
+                    _ => Instant::now(),
+                };
+                if !same_stop {
+                    self.cache.clear();
+                }
                 self.halted = Some((state, since));
             }
             PacketType::DebugIo => {
@@ -438,7 +451,6 @@ impl KdHost {
                         // the request is lost with the old state; ask again.
                         if let Some(p) = self.accept(p)? {
                             self.deliver_async(&p)?;
-                            self.cache.clear();
                             continue 'send;
                         }
                     }
@@ -585,8 +597,19 @@ impl KdHost {
         self.fill_blocks(first, last)?;
         let mut at = address;
         let end = address + buf.len() as u64;
+        let mut refills = 0;
         while at < end {
             let index = at / BLOCK;
+            if matches!(self.cache.get(index), Cached::Unknown) {
+                // The target stopped anew while the blocks were fetched (it ran in between):
+                // fetch the rest again from the new stop.
+                refills += 1;
+                if refills > 3 {
+                    return Err(ReadFailure::Unreadable { address: at });
+                }
+                self.fill_blocks(index, last)?;
+                continue;
+            }
             let offset = (at % BLOCK) as usize;
             let take = ((BLOCK as usize - offset) as u64).min(end - at) as usize;
             let dst = (at - address) as usize;

@@ -182,15 +182,11 @@ impl Session {
     }
 }
 
-/// `KdHost::read_physical`, once more when it fails: a state change in the middle of a
-/// multi-transfer read (the kernel's answer to a RESET or a reconnect) clears the host's block
-/// cache, and `read_physical` then reports the blocks fetched before it as unreadable (a
-/// host.rs bug: `Cached::Unknown` is treated as `Cached::Unreadable` after `fill_blocks`).
+/// `KdHost::read_physical`, which must succeed: a state change in the middle of a
+/// multi-transfer read (the kernel's answer to a RESET or a reconnect) repeats the same stop
+/// and keeps the blocks already fetched.
 fn read_physical(host: &mut KdHost, address: u64, buf: &mut [u8]) {
-    if let Err(first) = host.read_physical(address, buf) {
-        eprintln!("read_physical({address:#x}) failed once: {first}; again");
-        host.read_physical(address, buf).unwrap();
-    }
+    host.read_physical(address, buf).unwrap();
 }
 
 fn check_reads(host: &mut KdHost, reference: &MemoryKernel) {

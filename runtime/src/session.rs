@@ -76,4 +76,16 @@ impl Session {
         let base = self.kernel.as_ref().ok()?.base;
         Some(base + self.kernel_symbols()?.try_symbol_rva(name)?)
     }
+
+    /// The stop code: the dump header's, else `KiBugCheckData` in memory (a live kernel that
+    /// crashed with the debugger attached).
+    #[must_use]
+    pub fn bugcheck(&self) -> Option<crate::target::BugCheck> {
+        self.target.identity().bugcheck.or_else(|| {
+            crate::kernel::bugcheck_in_memory(
+                &self.kernel_space,
+                self.kernel_symbol("KiBugCheckData")?,
+            )
+        })
+    }
 }

@@ -109,11 +109,11 @@ impl crate::report::Report for BugCheckReport {
 /// The target's stop code, decoded.
 #[must_use]
 pub fn bugcheck_report(
-    identity: &kds_runtime::target::TargetIdentity,
+    bugcheck: Option<kds_runtime::target::BugCheck>,
     pointer_size: u64,
 ) -> BugCheckReport {
     BugCheckReport {
-        bugcheck: identity.bugcheck.map(|b| decode(b.code, b.parameters)),
+        bugcheck: bugcheck.map(|b| decode(b.code, b.parameters)),
         pointer_size,
     }
 }

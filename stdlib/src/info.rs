@@ -97,8 +97,8 @@ pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
         .kernel_symbols()
         .and_then(|table| read_os_summary(session, table));
     TargetInfo {
-        bugcheck: identity
-            .bugcheck
+        bugcheck: session
+            .bugcheck()
             .map(|b| bugcheck::decode(b.code, b.parameters)),
         captured_pages: session.target.captured_pages(),
         file_size,

@@ -190,7 +190,7 @@ fn statistics(dbg: &Debugger, p: &Object) -> ProcessStatistics {
     let model = dbg.model();
     let clock = model.clock().ok();
     let ticks_ms = |t: Option<u64>| t.and_then(|t| clock.as_ref()?.ticks_to_ms(t));
-    let now = model.target().identity().system_time.map(|t| t.0);
+    let now = model.system_time();
     let created = number(p, &["CreateTime"]);
     let elapsed_ms = match (now, created) {
         (Some(now), Some(c)) if now >= c && c != 0 => Some((now - c) / 10_000),

@@ -20,6 +20,8 @@ pub struct Clock {
     pub max_increment: Option<u64>,
     /// `_KUSER_SHARED_DATA.TickCountMultiplier` (ms per tick × 2^24), when readable.
     pub tick_count_multiplier: Option<u64>,
+    /// `_KUSER_SHARED_DATA.SystemTime` (FILETIME), when readable: "now" on a live target.
+    pub system_time: Option<u64>,
 }
 
 impl Clock {
@@ -66,11 +68,17 @@ impl Clock {
                 read_uint(space, kuser.wrapping_add(f.offset), size)
             })
             .filter(|v| *v != 0);
+        let system_time = table
+            .field(KUSER, "SystemTime")
+            .ok()
+            .and_then(|f| read_system_time(table, space, &f.ty, kuser.wrapping_add(f.offset)))
+            .filter(|v| *v != 0);
         Ok(Clock {
             tick_count,
             tick_source,
             max_increment,
             tick_count_multiplier,
+            system_time,
         })
     }
 }

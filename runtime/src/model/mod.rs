@@ -303,6 +303,18 @@ impl ModelContext {
         }
     }
 
+    /// The stop code: the dump header's, else `KiBugCheckData` in memory (a live kernel that
+    /// crashed with the debugger attached).
+    #[must_use]
+    pub fn bugcheck(&self) -> Option<crate::target::BugCheck> {
+        self.target.identity().bugcheck.or_else(|| {
+            crate::kernel::bugcheck_in_memory(
+                self.kernel_space(),
+                self.symbol_address("KiBugCheckData")?,
+            )
+        })
+    }
+
     /// Virtual address of a kernel global: kernel base + the table's RVA.
     #[must_use]
     pub fn symbol_address(&self, name: &str) -> Option<u64> {
@@ -404,6 +416,17 @@ impl ModelContext {
         self.clock
             .get_or_init(|| Clock::read(self, self.kuser_shared_data()))
             .clone()
+    }
+
+    /// The time of the capture (FILETIME): the dump header's, else the kernel's own clock in
+    /// `_KUSER_SHARED_DATA.SystemTime` (a live target: the time it was broken into).
+    #[must_use]
+    pub fn system_time(&self) -> Option<u64> {
+        self.target
+            .identity()
+            .system_time
+            .map(|t| t.0)
+            .or_else(|| self.clock().ok()?.system_time)
     }
 
     fn kuser_shared_data(&self) -> u64 {
