@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 /// Bytes per cached block. Reads fetch whole blocks, so neighbouring fields cost one request;
 /// small enough that a lone 8-byte page-table entry does not drag a whole page over the wire.
-pub const BLOCK: u64 = 512;
+pub const BLOCK: u64 = 256;
 
 /// Physical memory blocks fetched since the last break-in; absent blocks are remembered too.
 #[derive(Debug, Default)]

@@ -1,0 +1,355 @@
+//! `kds` against a live kernel: the debuggee emulator (kds-kdemu) serving the demo dump over
+//! a unix socket or a pty, with line rate and faults. Every test checks the emulator's own
+//! report that the target was resumed (or, with `--stay-broken`, that it was not), and that
+//! no write request reached it.
+
+#![cfg(unix)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const DEMO: &str = "examples/demo/MEMORY.DMP";
+const PLAYBOOK: &str = "examples/hang-triage.kds";
+const SYMBOLS: &str = "examples/symbols";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The emulator binary, built by cargo so it is never stale (a no-op when up to date).
+fn emulator_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(repo()).args(["build", "-q", "-p", "kds-kdemu"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building kds-kdemu failed");
+        // target/<profile>/deps/live-<hash> -> target/<profile>/kds-kdemu
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        dir.join("kds-kdemu")
+    })
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kds-live-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A running emulator and where kds reaches it.
+struct Emulator {
+    child: Child,
+    connection: String,
+    report: PathBuf,
+}
+
+impl Emulator {
+    /// Serve the demo dump on a unix socket with `extra` emulator flags.
+    fn unix(name: &str, extra: &[&str]) -> Emulator {
+        let dir = scratch(name);
+        let socket = dir.join("kd.sock");
+        let report = dir.join("report.json");
+        let child = Command::new(emulator_binary())
+            .current_dir(repo())
+            .args(["--dump", DEMO, "--listen"])
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--report")
+            .arg(&report)
+            .arg("--exit-after-resume")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("emulator starts");
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Emulator {
+            child,
+            connection: format!("unix:{}", socket.display()),
+            report,
+        }
+    }
+
+    /// Serve the demo dump on a pty at `baud`; kds opens the slave as a COM port.
+    fn pty(name: &str, baud: u32) -> Emulator {
+        let dir = scratch(name);
+        let report = dir.join("report.json");
+        let mut child = Command::new(emulator_binary())
+            .current_dir(repo())
+            .args(["--dump", DEMO, "--listen", "pty", "--baud"])
+            .arg(baud.to_string())
+            .arg("--report")
+            .arg(&report)
+            .arg("--exit-after-resume")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("emulator starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the pty line");
+        let pty = line
+            .trim()
+            .strip_prefix("pty: ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Emulator {
+            child,
+            connection: format!("com:port={pty},baud={baud}"),
+            report,
+        }
+    }
+
+    /// Wait for the emulator to exit (it does after a resume and the host leaving), else stop
+    /// it; then its report.
+    fn finish(mut self) -> Value {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.child.try_wait().ok().flatten().is_none() {
+            // Still serving (not resumed): SIGTERM writes the report and exits.
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.wait();
+        }
+        let text = std::fs::read_to_string(&self.report).expect("emulator report");
+        serde_json::from_str(&text).expect("report is JSON")
+    }
+}
+
+fn kds(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kds"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("kds runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The playbook's output on the dump itself: what every live run must reproduce.
+fn dump_output(playbook_args: &[&str]) -> String {
+    let mut args = vec!["run"];
+    args.extend_from_slice(playbook_args);
+    args.extend_from_slice(&["-z", DEMO, "-y", SYMBOLS]);
+    let out = kds(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn live_run(emu: &Emulator, playbook_args: &[&str], extra: &[&str]) -> Output {
+    let mut args = vec!["run"];
+    args.extend_from_slice(playbook_args);
+    args.extend_from_slice(&["-k", &emu.connection, "-y", SYMBOLS]);
+    args.extend_from_slice(extra);
+    kds(&args)
+}
+
+/// `wire: N bytes sent, M bytes received, R round trips, ...` from `--stats`.
+fn wire_stats(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wire: "))
+        .unwrap_or_else(|| panic!("no wire stats in {stderr}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+fn assert_resumed_once(report: &Value) {
+    assert_eq!(report["resumed"], true, "{report:#}");
+    assert_eq!(report["resumes"], 1, "{report:#}");
+    assert_eq!(report["write_attempts"], 0, "{report:#}");
+}
+
+#[test]
+fn hang_playbook_over_a_pty_at_115200_baud_matches_the_dump() {
+    let want = dump_output(&[PLAYBOOK]);
+    let emu = Emulator::pty("pty115200", 115_200);
+    let started = Instant::now();
+    let out = live_run(&emu, &[PLAYBOOK], &["--stats"]);
+    let elapsed = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), want, "live output differs from the dump's");
+    assert!(stderr.contains("Waiting to reconnect..."), "{stderr}");
+    assert!(
+        stderr.contains("Connected to Windows 20348 x64 compatible target"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Target resumed."), "{stderr}");
+    let (sent, received, round_trips) = wire_stats(&stderr);
+    // At 115200 baud (10 bits a byte) the bytes on the wire take at least this long.
+    let line_time = Duration::from_secs_f64((sent + received) as f64 * 10.0 / 115_200.0);
+    eprintln!(
+        "hang playbook over a pty at 115200 baud: {sent} bytes sent, {received} received, \
+         {round_trips} round trips, {elapsed:?} (line time {line_time:?})"
+    );
+    assert!(round_trips > 100 && received > 100_000, "{stderr}");
+    assert!(elapsed >= line_time.mul_f64(0.9), "{elapsed:?} < {line_time:?}");
+    assert_resumed_once(&emu.finish());
+}
+
+#[test]
+fn faults_on_the_wire_still_give_the_dumps_output_and_a_resumed_target() {
+    let want = dump_output(&["-c", "!process 0 0"]);
+    let scenarios: [(&str, &[&str]); 5] = [
+        ("flips", &["--flip", "0.05", "--seed", "7"]),
+        ("drops", &["--drop", "0.05", "--seed", "8"]),
+        ("duplicates", &["--duplicate", "0.2", "--seed", "9"]),
+        ("reset", &["--reset-after", "40"]),
+        ("disconnect", &["--disconnect-after", "60"]),
+    ];
+    for (name, flags) in scenarios {
+        let emu = Emulator::unix(name, flags);
+        let out = live_run(&emu, &["-c", "!process 0 0"], &["--stats"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert_eq!(text(&out.stdout), want, "{name}: output differs");
+        let report = emu.finish();
+        eprintln!(
+            "{name}: faults injected {}, link faults {}, connections {}; {}",
+            report["faults_injected"],
+            report["link_faults"],
+            report["connections"],
+            stderr.lines().find(|l| l.starts_with("wire:")).unwrap_or("")
+        );
+        assert_resumed_once(&report);
+        match name {
+            "disconnect" => {
+                assert!(stderr.contains("The link dropped"), "{stderr}");
+                assert_eq!(report["connections"], 2, "{report:#}");
+            }
+            "reset" => assert!(report["resets"].as_u64().unwrap_or(0) >= 2, "{report:#}"),
+            _ => assert!(
+                report["faults_injected"].as_u64().unwrap_or(0) > 0,
+                "{name}: no fault was injected: {report:#}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_script_error_still_resumes_the_target() {
+    let emu = Emulator::unix("script-error", &[]);
+    let out = live_run(&emu, &["-c", "!process 0 0 lsass.exe; dt nt!_NO_SUCH_TYPE"], &[]);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(text(&out.stdout).contains("Image: lsass.exe"));
+    assert!(stderr.contains("Target resumed."), "{stderr}");
+    assert_resumed_once(&emu.finish());
+}
+
+#[test]
+fn stay_broken_leaves_the_target_frozen_and_says_so() {
+    let emu = Emulator::unix("stay-broken", &[]);
+    let out = live_run(&emu, &["-c", "lm"], &["--stay-broken"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("The target stays broken in (--stay-broken)"),
+        "{stderr}"
+    );
+    let report = emu.finish();
+    assert_eq!(report["resumed"], false, "{report:#}");
+    assert_eq!(report["resumes"], 0, "{report:#}");
+}
+
+#[test]
+fn the_freeze_budget_resumes_the_target_and_fails_the_run() {
+    // 9600 baud: the playbook needs minutes; the budget allows two seconds.
+    let emu = Emulator::pty("freeze", 9600);
+    let started = Instant::now();
+    let out = live_run(&emu, &[PLAYBOOK], &["--max-freeze", "2s"]);
+    let stderr = text(&out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(60), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("--max-freeze budget of 2s"), "{stderr}");
+    assert!(stderr.contains("the target was resumed"), "{stderr}");
+    assert_resumed_once(&emu.finish());
+}
+
+#[test]
+fn sigint_during_a_long_read_resumes_the_target_before_exit() {
+    let emu = Emulator::pty("sigint", 9600);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kds"))
+        .current_dir(repo())
+        .args(["run", PLAYBOOK, "-k", &emu.connection, "-y", SYMBOLS])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kds runs");
+    // Connected and reading (at 9600 baud the playbook takes minutes).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().expect("wait").is_none(), "kds ended early");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = Instant::now();
+    let out = loop {
+        if child.try_wait().expect("wait").is_some() {
+            break child.wait_with_output().expect("output");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "kds did not exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("Target resumed."), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_resumed_once(&emu.finish());
+}
+
+#[test]
+fn a_bad_connection_string_is_a_clear_error() {
+    let out = kds(&["info", "-k", "com:parity=odd"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("bad connection string"), "{stderr}");
+    assert!(stderr.contains("unknown com option `parity=odd`"), "{stderr}");
+}
+
+#[test]
+fn nobody_answering_times_out_with_a_clear_error() {
+    let dir = scratch("silent");
+    let socket = dir.join("kd.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let connection = format!("unix:{}", socket.display());
+    let started = Instant::now();
+    let out = kds(&["info", "-k", &connection, "--connect-timeout", "3s"]);
+    drop(listener);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("Waiting to reconnect..."), "{stderr}");
+    assert!(stderr.contains("did not answer the break-in"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
