@@ -2,26 +2,16 @@
 
 #![cfg(unix)]
 
+mod common;
+
+use common::{demo_dump, expected, present_run, scratch, wait_exit};
 use kds_kd::host::{HostOptions, KdHost};
 use kds_kd::link::SocketLink;
-use kds_runtime::mmu::{AddressSpace, X64};
-use kds_runtime::target::{DumpTarget, Target};
+use kds_runtime::target::Target;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn demo_dump() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/MEMORY.DMP")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kds-kdemu-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 struct Emulator {
     child: Child,
@@ -90,49 +80,6 @@ impl Emulator {
         }
         let text = std::fs::read_to_string(&self.report).unwrap();
         serde_json::from_str(&text).unwrap()
-    }
-}
-
-/// What the dump itself says, read by kds' own page walker.
-struct Expected {
-    target: Arc<DumpTarget>,
-    kern_base: u64,
-    ps_loaded_module_list: u64,
-    kdbg: u64,
-    dtb: u64,
-    build: u32,
-}
-
-/// The first run of `pages` consecutive pages the dump holds.
-fn present_run(target: &DumpTarget, pages: u64) -> u64 {
-    let mut start = None;
-    let mut prev = None;
-    for pfn in target.dump().present_pfns() {
-        if prev.is_none_or(|p: u64| p + 1 != pfn) {
-            start = Some(pfn);
-        }
-        prev = Some(pfn);
-        if let Some(s) = start {
-            if pfn + 1 - s >= pages && s > 0 {
-                return s * 0x1000;
-            }
-        }
-    }
-    panic!("no run of {pages} present pages");
-}
-
-fn expected() -> Expected {
-    let target = Arc::new(DumpTarget::open(&demo_dump()).unwrap());
-    let h = target.dump().header().clone();
-    let space = AddressSpace::new(target.clone(), &X64, h.directory_table_base);
-    let kern_base = space.read_u64(h.kd_debugger_data_block + 0x18).unwrap();
-    Expected {
-        kern_base,
-        ps_loaded_module_list: h.ps_loaded_module_list,
-        kdbg: h.kd_debugger_data_block,
-        dtb: h.directory_table_base,
-        build: h.minor_version,
-        target,
     }
 }
 
@@ -250,20 +197,6 @@ fn start_with_stdout(args: &[&str]) -> (Child, String) {
         .read_line(&mut line)
         .unwrap();
     (child, line.trim().to_string())
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("kds-kdemu did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
