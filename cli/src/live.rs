@@ -135,8 +135,7 @@ fn chrono_like_now() -> String {
     // FILETIME (100 ns since 1601) so the stdlib's WinDbg time format applies.
     let filetime = (since_1970.as_secs() + 11_644_473_600) * 10_000_000
         + u64::from(since_1970.subsec_nanos() / 100);
-    kds_stdlib::format::filetime(filetime)
-        .unwrap_or_else(|| format!("{}", since_1970.as_secs()))
+    kds_stdlib::format::filetime(filetime).unwrap_or_else(|| format!("{}", since_1970.as_secs()))
 }
 
 /// End the session: resume unless `--stay-broken`; report either way. Returns false when the

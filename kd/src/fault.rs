@@ -61,6 +61,10 @@ pub struct FaultConfig {
     pub drop: f64,
     /// Probability that an outgoing data packet is written twice.
     pub duplicate: f64,
+    /// Probability that each byte, on its own, gets one bit flipped (line noise).
+    pub flip_bytes: f64,
+    /// Probability that each byte, on its own, is lost.
+    pub drop_bytes: f64,
     pub seed: u64,
     /// Simulated line rate in baud (10 bits a byte at 8N1); None for full speed.
     pub baud: Option<u32>,
@@ -132,6 +136,22 @@ impl FaultState {
             let at = self.rng.below(bytes.len());
             bytes.remove(at);
             self.counts.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.config.flip_bytes > 0.0 || self.config.drop_bytes > 0.0 {
+            let mut kept = Vec::with_capacity(bytes.len());
+            for &b in bytes.iter() {
+                if self.rng.chance(self.config.drop_bytes) {
+                    self.counts.drops.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if self.rng.chance(self.config.flip_bytes) {
+                    kept.push(b ^ (1 << self.rng.below(8)));
+                    self.counts.flips.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    kept.push(b);
+                }
+            }
+            *bytes = kept;
         }
     }
 

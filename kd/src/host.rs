@@ -45,7 +45,7 @@ pub struct HostOptions {
 impl Default for HostOptions {
     fn default() -> Self {
         HostOptions {
-            packet_timeout: Duration::from_secs(1),
+            packet_timeout: Duration::from_millis(400),
             retries: 20,
             connect_timeout: None,
             breakin_interval: Duration::from_secs(2),
@@ -406,8 +406,12 @@ impl KdHost {
                 let Some(frame) = frame else {
                     attempts += 1;
                     if attempts > self.options.retries {
+                        // A target that stopped answering would make every later read wait
+                        // as long: end the session (resuming the target if it still can).
+                        let what = api_name(request.api);
+                        self.end(&format!("no answer from the target to {what}"));
                         return Err(KdError::NoResponse {
-                            what: api_name(request.api).into(),
+                            what: what.into(),
                             attempts,
                         });
                     }

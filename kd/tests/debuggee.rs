@@ -272,6 +272,7 @@ fn reads_survive_flips_drops_duplicates_and_a_reset() {
         duplicate: 0.05,
         seed: 3,
         baud: None,
+        ..FaultConfig::default()
     };
     let mut s = connected(options, Some(faults));
     s.host.connect().unwrap();
@@ -296,6 +297,7 @@ fn heavy_faults_still_give_right_bytes() {
         duplicate: 0.2,
         seed: 11,
         baud: None,
+        ..FaultConfig::default()
     };
     let mut s = connected(fast_debuggee(), Some(faults));
     s.host.connect().unwrap();

@@ -223,6 +223,26 @@ pub fn load_symbols(
     })
 }
 
+/// The stop code and parameters the kernel keeps in `KiBugCheckData` (five pointer-sized
+/// values) once it has bugchecked: how a live target says it crashed. `None` while the code
+/// is zero (the system has not crashed) or the memory cannot be read.
+#[must_use]
+pub fn bugcheck_in_memory(
+    space: &crate::mmu::AddressSpace,
+    ki_bugcheck_data: u64,
+) -> Option<crate::target::BugCheck> {
+    let width = space.spec().pointer_size;
+    let value = |i: u64| space.read_pointer(ki_bugcheck_data + i * width).ok();
+    let code = u32::try_from(value(0)? & 0xFFFF_FFFF).ok()?;
+    if code == 0 {
+        return None;
+    }
+    Some(crate::target::BugCheck {
+        code,
+        parameters: [value(1)?, value(2)?, value(3)?, value(4)?],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,24 +280,4 @@ mod tests {
         }
         assert_eq!(checked, 5, "three x64 and two x86 tables");
     }
-}
-
-/// The stop code and parameters the kernel keeps in `KiBugCheckData` (five pointer-sized
-/// values) once it has bugchecked: how a live target says it crashed. `None` while the code
-/// is zero (the system has not crashed) or the memory cannot be read.
-#[must_use]
-pub fn bugcheck_in_memory(
-    space: &crate::mmu::AddressSpace,
-    ki_bugcheck_data: u64,
-) -> Option<crate::target::BugCheck> {
-    let width = space.spec().pointer_size;
-    let value = |i: u64| space.read_pointer(ki_bugcheck_data + i * width).ok();
-    let code = u32::try_from(value(0)? & 0xFFFF_FFFF).ok()?;
-    if code == 0 {
-        return None;
-    }
-    Some(crate::target::BugCheck {
-        code,
-        parameters: [value(1)?, value(2)?, value(3)?, value(4)?],
-    })
 }

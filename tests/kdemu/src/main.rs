@@ -46,6 +46,12 @@ struct Args {
     /// Probability that a packet (or a chunk read) loses one byte.
     #[arg(long, default_value_t = 0.0)]
     drop: f64,
+    /// Probability that each byte on its own gets a bit flipped (line noise).
+    #[arg(long, default_value_t = 0.0)]
+    flip_bytes: f64,
+    /// Probability that each byte on its own is lost.
+    #[arg(long, default_value_t = 0.0)]
+    drop_bytes: f64,
     /// Probability that an outgoing data packet is sent twice.
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
@@ -272,6 +278,8 @@ fn run(args: Args) -> Result<(), EmuError> {
         flip: args.flip,
         drop: args.drop,
         duplicate: args.duplicate,
+        flip_bytes: args.flip_bytes,
+        drop_bytes: args.drop_bytes,
         seed: args.seed,
         baud: args.baud,
     };

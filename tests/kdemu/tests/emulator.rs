@@ -258,3 +258,31 @@ fn a_pty_is_a_serial_line() {
     drop(host);
     assert!(wait_exit(&mut child).success());
 }
+
+/// A panic in kds while the target is broken in: unwinding drops the `KdTarget`, and its
+/// drop resumes the kernel. The identity it built from the handshake is the dump's.
+#[test]
+fn a_panic_while_broken_in_still_resumes_the_target() {
+    use kds_kd::connection::Connection;
+    use kds_runtime::target::{KdTarget, LiveOptions};
+    let want = expected();
+    let emu = Emulator::start("panic", &[]);
+    let connection = Connection::parse(&format!("unix:{}", emu.socket.display())).unwrap();
+    let worker = std::thread::spawn(move || {
+        let target =
+            KdTarget::connect(&connection, LiveOptions::default(), Box::new(|_| {})).unwrap();
+        let identity = target.identity().clone();
+        assert_eq!(identity.kernel_base, Some(want.kern_base));
+        assert_eq!(identity.directory_table_base, want.dtb);
+        assert_eq!(identity.kd_debugger_data_block, Some(want.kdbg));
+        let mut mz = [0u8; 2];
+        let pa = target.read_physical(0, &mut mz);
+        assert!(pa.is_ok());
+        panic!("a bug in kds while the target is frozen");
+    });
+    assert!(worker.join().is_err(), "the worker panicked");
+    let report = emu.wait();
+    assert_eq!(report["resumed"], true);
+    assert_eq!(report["resumes"], 1);
+    assert_eq!(report["write_attempts"], 0);
+}
