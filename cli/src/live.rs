@@ -104,19 +104,26 @@ pub fn connect(args: &LiveArgs<'_>) -> Result<KdTarget> {
     })
 }
 
-/// WinDbg's connect lines (to stderr under `kds run`, before the playbook's output).
+/// WinDbg's connect banner (to stderr, before the playbook's output): the connection line,
+/// then what `kds info` says of the kernel (version, build lab, kernel base,
+/// PsLoadedModuleList, uptime), then why the target stopped.
 #[must_use]
-pub fn connect_banner(target: &KdTarget) -> String {
+pub fn connect_banner(target: &KdTarget, session: &kds_runtime::session::Session) -> String {
     let v = target.version();
     let arch = if v.is_ptr64() { "x64" } else { "x86" };
     let now = chrono_like_now();
-    let b = target.break_in();
     let mut out = format!(
         "Connected to Windows {} {arch} compatible target at ({now}), ptr64 {}\n\
          Kernel Debugger connection established.\n",
         v.minor,
         if v.is_ptr64() { "TRUE" } else { "FALSE" }
     );
+    let info = kds_stdlib::info::collect(session, None);
+    let banner = kds_stdlib::info::render_banner(&info);
+    // The stdlib banner opens with its own connection line; WinDbg's is the one above.
+    let from = banner.find("Symbol search path is:").unwrap_or(0);
+    out.push_str(&banner[from..]);
+    let b = target.break_in();
     if b.exception_code == kds_kd::api::status::BREAKPOINT {
         out.push_str(&format!(
             "Break instruction exception - code {:08x} ({} chance)\n",

@@ -124,7 +124,6 @@ fn open_live(args: &TargetArgs, connection: &str) -> Result<Opened> {
         max_freeze: args.max_freeze,
         connect_timeout: args.connect_timeout,
     })?);
-    eprint!("{}", crate::live::connect_banner(&live));
     let inner: Arc<dyn Target> = live.clone();
     let counter = Arc::new(CountingTarget::new(inner));
     let target: Arc<dyn Target> = counter.clone();
@@ -135,6 +134,7 @@ fn open_live(args: &TargetArgs, connection: &str) -> Result<Opened> {
             return Err(e).into_diagnostic();
         }
     };
+    eprint!("{}", crate::live::connect_banner(&live, &session));
     Ok(Opened {
         session,
         counter,

@@ -520,6 +520,9 @@ impl KdHost {
         if self.halted.is_none() {
             return Ok(());
         }
+        // Ids alternate between two values, so a late ACK of an earlier packet would pass for
+        // the Continue2's: let the line go quiet first, answering what arrives.
+        self.drain(Duration::from_millis(100))?;
         let payload = Manipulate::resume(self.processor()).encode();
         let mut attempts = 0u32;
         'send: loop {
@@ -588,6 +591,25 @@ impl KdHost {
                 }
             }
         }
+    }
+
+    /// Take in whatever arrives until the line has been silent for `quiet`: stale ACKs are
+    /// dropped, data packets acknowledged (a repeated reply included).
+    fn drain(&mut self, quiet: Duration) -> Result<(), KdError> {
+        let started = Instant::now();
+        while started.elapsed() < quiet * 20 {
+            match self.next_frame(quiet) {
+                Ok(None) => return Ok(()),
+                Ok(Some(Frame::Packet(p))) if !p.kind.is_control() => {
+                    if let Some(p) = self.accept(p)? {
+                        self.deliver_async(&p)?;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Err(e) => return self.recover(e),
+            }
+        }
+        Ok(())
     }
 
     /// Physical memory through the block cache, in transfers of at most the protocol maximum.
