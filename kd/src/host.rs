@@ -458,17 +458,7 @@ impl KdHost {
                             continue 'send;
                         }
                     }
-                    Frame::Packet(p) if !p.kind.is_control() => {
-                        if let Some(p) = self.accept(p)? {
-                            self.deliver_async(&p)?;
-                        }
-                    }
-                    Frame::Corrupt(_) => {
-                        self.stats.corrupt_packets += 1;
-                        self.send(&Packet::control(PacketType::Resend, 0))?;
-                        self.stats.resend_requests += 1;
-                    }
-                    _ => {}
+                    other => self.handle_unsolicited(other)?,
                 }
             }
         }
@@ -574,20 +564,13 @@ impl KdHost {
                         }
                         continue 'send;
                     }
-                    Frame::Packet(p) if !p.kind.is_control() => {
-                        let is_state = p.kind == PacketType::StateChange64;
+                    Frame::Packet(p) if p.kind == PacketType::StateChange64 => {
                         if let Some(p) = self.accept(p)? {
                             self.deliver_async(&p)?;
-                            if is_state {
-                                continue 'send;
-                            }
+                            continue 'send;
                         }
                     }
-                    Frame::Corrupt(_) => {
-                        self.stats.corrupt_packets += 1;
-                        self.send(&Packet::control(PacketType::Resend, 0))?;
-                    }
-                    _ => {}
+                    other => self.handle_unsolicited(other)?,
                 }
             }
         }
