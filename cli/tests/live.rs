@@ -129,14 +129,19 @@ impl Emulator {
         }
         if self.child.try_wait().ok().flatten().is_none() {
             // Still serving (not resumed): SIGTERM writes the report and exits.
-            let _ = Command::new("kill")
-                .arg(self.child.id().to_string())
-                .status();
+            signal(&self.child, libc::SIGTERM);
             let _ = self.child.wait();
         }
         let text = std::fs::read_to_string(&self.report).expect("emulator report");
         serde_json::from_str(&text).expect("report is JSON")
     }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on our own child's pid; no memory is shared.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
 
 fn kds(args: &[&str]) -> Output {
@@ -358,11 +363,7 @@ fn sigint_during_a_long_read_resumes_the_target_before_exit() {
     // Connected and reading (at 9600 baud the playbook takes minutes).
     std::thread::sleep(Duration::from_secs(3));
     assert!(child.try_wait().expect("wait").is_none(), "kds ended early");
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal(&child, libc::SIGINT);
     let started = Instant::now();
     let out = loop {
         if child.try_wait().expect("wait").is_some() {
