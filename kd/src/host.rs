@@ -192,7 +192,14 @@ impl KdHost {
     pub fn connect(&mut self) -> Result<Version, KdError> {
         (self.notify)(Notice::Waiting);
         self.break_in()?;
-        let reply = self.exchange(Manipulate::new(apinum::GET_VERSION, self.processor()))?;
+        let reply = match self.exchange(Manipulate::new(apinum::GET_VERSION, self.processor())) {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The kernel is frozen and no session will follow: let it run.
+                let _ = self.resume();
+                return Err(e);
+            }
+        };
         let version = Version::from_union(&reply.union);
         self.version = Some(version);
         Ok(version)

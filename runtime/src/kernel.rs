@@ -39,6 +39,9 @@ pub enum KernelSource {
     LoadedModuleList,
     /// `KernBase` of the decoded `KDDEBUGGER_DATA64` block.
     DebuggerDataBlock,
+    /// The base the target itself names: a KD handshake's KernBase, or what discovery found
+    /// scanning a header-less image.
+    TargetIdentity,
 }
 
 /// The kernel image found in a target.
@@ -71,7 +74,10 @@ pub fn locate_kernel(
     identity: &TargetIdentity,
 ) -> Result<KernelImage, KernelError> {
     let mut attempts = Vec::new();
-    if identity.ps_loaded_module_list.is_none() && identity.kd_debugger_data_block.is_none() {
+    if identity.ps_loaded_module_list.is_none()
+        && identity.kd_debugger_data_block.is_none()
+        && identity.kernel_base.is_none()
+    {
         return Err(KernelError::NoAnchor);
     }
     if let Some(list) = identity.ps_loaded_module_list {
@@ -106,6 +112,18 @@ pub fn locate_kernel(
                 )),
             },
             Err(e) => attempts.push(format!("KdDebuggerDataBlock {kdbg:#x}: {e}")),
+        }
+    }
+    if let Some(base) = identity.kernel_base {
+        match image_at(space, base) {
+            Ok(pe) => {
+                return Ok(KernelImage {
+                    base,
+                    source: KernelSource::TargetIdentity,
+                    pe,
+                })
+            }
+            Err(e) => attempts.push(format!("the target names kernel base {base:#x}, but {e}")),
         }
     }
     Err(KernelError::NotFound { attempts })

@@ -263,6 +263,12 @@ pub fn render_banner(info: &TargetInfo) -> String {
         }
         TargetKind::Snapshot { path, format } => {
             let _ = writeln!(w, "Loading {format} snapshot [{path}]");
+            if t.consistency == kds_runtime::target::Consistency::MayBeInconsistent {
+                let _ = writeln!(
+                    w,
+                    "This capture was taken while the system ran: it may be inconsistent."
+                );
+            }
         }
     }
     let _ = writeln!(w);
@@ -382,6 +388,16 @@ pub fn render_details(info: &TargetInfo) -> String {
     if let Some(comment) = &t.comment {
         row(w, "Comment", comment.clone());
     }
+    if t.consistency == kds_runtime::target::Consistency::MayBeInconsistent {
+        row(
+            w,
+            "Consistency",
+            "may be inconsistent: captured while the system ran, lists may be torn".into(),
+        );
+    }
+    for (i, how) in t.discovery.iter().enumerate() {
+        row(w, if i == 0 { "Discovery" } else { "" }, how.clone());
+    }
 
     let _ = writeln!(w);
     let _ = writeln!(w, "Kernel");
@@ -390,6 +406,9 @@ pub fn render_details(info: &TargetInfo) -> String {
             let how = match k.found_by {
                 KernelSource::LoadedModuleList => "first entry of PsLoadedModuleList",
                 KernelSource::DebuggerDataBlock => "KernBase of the KDBG block",
+                KernelSource::TargetIdentity => {
+                    "the base the target names (handshake or discovery)"
+                }
             };
             row(
                 w,

@@ -49,6 +49,7 @@ impl DumpTarget {
             system_up_time: nonzero(h.system_up_time),
             comment: (!h.comment.is_empty()).then(|| h.comment.clone()),
             consistency: Consistency::Frozen,
+            discovery: Vec::new(),
         };
         DumpTarget { dump, identity }
     }

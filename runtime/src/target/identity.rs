@@ -144,4 +144,8 @@ pub struct TargetIdentity {
     pub system_up_time: Option<u64>,
     pub comment: Option<String>,
     pub consistency: Consistency,
+    /// How values the target's format does not carry were found (header-less images: the
+    /// DTB and the kernel base by scanning), one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub discovery: Vec<String>,
 }

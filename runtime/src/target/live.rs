@@ -58,6 +58,31 @@ impl KdTarget {
         let reopen = connection.clone();
         host.set_reopen(Box::new(move || reopen.open()));
         let version = host.connect()?;
+        // From here the kernel is frozen: whatever fails, let it run again before returning.
+        match Self::identify(&mut host, connection, version) {
+            Ok((identity, break_in)) => Ok(KdTarget {
+                host: Mutex::new(host),
+                identity,
+                version,
+                break_in,
+                stay_broken: options.stay_broken,
+                can_write: options.host.allow_write,
+            }),
+            Err(e) => {
+                if !options.stay_broken {
+                    let _ = host.resume();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The identity a broken-in kernel gives: CR3, the KDBG, the processor count.
+    fn identify(
+        host: &mut KdHost,
+        connection: &Connection,
+        version: Version,
+    ) -> Result<(TargetIdentity, BreakIn), KdError> {
         let state = host.halted().cloned().ok_or(KdError::NotHalted)?;
         let special = host.read_control_space(state.processor, SPECIAL_REGISTERS, 0x20)?;
         let cr3 = special
@@ -102,21 +127,16 @@ impl KdTarget {
             system_up_time: None,
             comment: None,
             consistency: Consistency::Frozen,
+            discovery: Vec::new(),
         };
-        Ok(KdTarget {
-            host: Mutex::new(host),
-            identity,
-            version,
-            break_in: BreakIn {
-                exception_code: state.exception_code,
-                first_chance: state.first_chance,
-                processor: state.processor,
-                thread: state.thread,
-                program_counter: state.program_counter,
-            },
-            stay_broken: options.stay_broken,
-            can_write: options.host.allow_write,
-        })
+        let break_in = BreakIn {
+            exception_code: state.exception_code,
+            first_chance: state.first_chance,
+            processor: state.processor,
+            thread: state.thread,
+            program_counter: state.program_counter,
+        };
+        Ok((identity, break_in))
     }
 
     fn host(&self) -> MutexGuard<'_, KdHost> {

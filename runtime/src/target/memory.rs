@@ -58,6 +58,7 @@ impl MemoryTarget {
                 system_up_time: None,
                 comment: None,
                 consistency: Consistency::Frozen,
+                discovery: Vec::new(),
             },
         };
         target.with_pages(|p| {
