@@ -494,7 +494,7 @@ pub fn find_kernel(
     };
     let mut candidates = 0u64;
     let mut others = 0u64;
-    let mut check = |va: u64, physical: u64, candidates: &mut u64, others: &mut u64| {
+    let check = |va: u64, physical: u64, candidates: &mut u64, others: &mut u64| {
         *candidates += 1;
         let mut mz = [0u8; 2];
         if target.read_physical(physical, &mut mz).is_err() || mz != *b"MZ" {
