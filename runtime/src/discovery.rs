@@ -90,7 +90,7 @@ impl Default for DiscoveryLimits {
 pub enum DiscoveryError {
     #[error("no kernel DTB found: {start_block}; {scan}")]
     NoDtb { start_block: String, scan: String },
-    #[error("{dtb:#x} is not a valid PML4 (no kernel-half self-map entry with at least {MIN_OTHER_KERNEL_ENTRIES} other kernel entries)")]
+    #[error("DTB {dtb:#x} is not page-aligned, or its page cannot be read")]
     InvalidDtb { dtb: u64 },
     #[error("no kernel image found under DTB {dtb:#x}: {scanned}")]
     NoKernel { dtb: u64, scanned: String },
@@ -394,17 +394,18 @@ impl Walk<'_> {
 
     /// Visit mapped kernel-half pages (`va`, `physical`) in address order: with `step` 2 MiB,
     /// each 2 MiB-aligned mapped address (reading only the first entry of page tables); with
-    /// `step` 4 KiB, every mapped page. The self-map slot is skipped.
+    /// `step` 4 KiB, every mapped page. Slots naming the PML4 itself (the self-map) are
+    /// skipped: they would enumerate the page tables.
     fn visit<T>(
         &mut self,
         pml4: &[u64],
-        skip: usize,
+        dtb: u64,
         step: u64,
         f: &mut dyn FnMut(u64, u64) -> ControlFlow<T>,
     ) -> Option<T> {
         let present = |e: &u64| e & bits::PRESENT != 0;
         for (i, &e4) in pml4.iter().enumerate().skip(KERNEL_HALF) {
-            if i == skip || !present(&e4) {
+            if !present(&e4) || e4 & FRAME_MASK == dtb {
                 continue;
             }
             let va4 = X64.canonical((i as u64) << 39);
@@ -484,7 +485,6 @@ pub fn find_kernel(
         return Err(DiscoveryError::InvalidDtb { dtb });
     }
     let pml4: Vec<u64> = (0..ENTRIES).map(|i| entry(&page, i)).collect();
-    let skip = validate_pml4(target.as_ref(), dtb).map_or(usize::MAX, usize::from);
     let space = AddressSpace::new(Arc::clone(target), &X64, dtb);
     let mut walk = Walk {
         target: target.as_ref(),
@@ -517,7 +517,7 @@ pub fn find_kernel(
         }
     };
 
-    let found = walk.visit(&pml4, skip, TWO_MIB, &mut |va, phys| match check(
+    let found = walk.visit(&pml4, dtb, TWO_MIB, &mut |va, phys| match check(
         va,
         phys,
         &mut candidates,
@@ -544,7 +544,7 @@ pub fn find_kernel(
 
     let mut pages = 0u64;
     let mut page_budget_hit = false;
-    let found = walk.visit(&pml4, skip, PAGE_SIZE, &mut |va, phys| {
+    let found = walk.visit(&pml4, dtb, PAGE_SIZE, &mut |va, phys| {
         if va % TWO_MIB == 0 {
             return ControlFlow::Continue(());
         }
