@@ -9,6 +9,7 @@ mod dump;
 mod identity;
 mod live;
 mod memory;
+mod snapshot;
 
 pub use counting::{CountingTarget, ReadStats};
 pub use dump::DumpTarget;
@@ -17,6 +18,7 @@ pub use identity::{
 };
 pub use live::{BreakIn, KdTarget, LiveOptions};
 pub use memory::MemoryTarget;
+pub use snapshot::{ImageError, ImageFormat, PhysicalImage, Run, SnapshotError, EM_386, EM_X86_64};
 
 use thiserror::Error;
 

@@ -1,0 +1,429 @@
+//! Memory captures of a running system, without a crash-dump header: raw physical images
+//! (file offset = physical address) and ELF64 core files whose `PT_LOAD` segments map
+//! physical addresses through `p_paddr` (QEMU `dump-guest-memory`, libvirt
+//! `virsh dump --memory-only`).
+//!
+//! A [`PhysicalImage`] knows only bytes and where they sit in physical memory. It does not
+//! know the kernel's page-table root or base: those come from header-less discovery, and its
+//! [`Target`] identity leaves them empty for the caller to fill.
+
+mod elf;
+
+pub use elf::{EM_386, EM_X86_64};
+
+use super::{
+    Arch, Capabilities, Consistency, ProcessorContext, ReadError, Target, TargetError,
+    TargetIdentity, TargetKind, PAGE_SIZE,
+};
+use memmap2::Mmap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// How the image file lays out physical memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// Physical address = file offset; the whole file is captured.
+    Raw,
+    /// ELF64 core file: `PT_LOAD` segments at their `p_paddr`.
+    ElfCore,
+}
+
+impl ImageFormat {
+    /// The name shown to users (`kds info`, the target identity).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw physical image",
+            ImageFormat::ElfCore => "ELF core (QEMU/libvirt)",
+        }
+    }
+}
+
+/// A contiguous stretch of captured physical memory and where its bytes are in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub physical: u64,
+    pub file_offset: u64,
+    pub length: u64,
+}
+
+impl Run {
+    /// One past the last physical address of the run.
+    #[must_use]
+    pub fn end(&self) -> u64 {
+        self.physical + self.length
+    }
+}
+
+/// Why the bytes of an image cannot be read as a physical memory capture. Offsets are file
+/// offsets; segment indexes count program headers from 0 in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ImageError {
+    #[error("file is empty (0 bytes): a physical image holds at least one byte of memory")]
+    Empty,
+    #[error(
+        "file starts with the crash dump signature \"{signature}\" at offset 0x0: \
+         open it as a crash dump (-z), not as a memory snapshot"
+    )]
+    CrashDump { signature: &'static str },
+    #[error("ELF header needs {needed:#x} bytes at offset 0x0, the file has {file_len:#x}")]
+    ElfHeaderTruncated { needed: u64, file_len: u64 },
+    #[error(
+        "ELF class {class} at offset 0x4: expected 2 (ELFCLASS64); \
+         32-bit ELF cores are not supported"
+    )]
+    ElfClass { class: u8 },
+    #[error("ELF data encoding {data} at offset 0x5: expected 1 (little-endian)")]
+    ElfByteOrder { data: u8 },
+    #[error("ELF e_type {e_type} at offset 0x10: expected 4 (ET_CORE), this is not a core file")]
+    ElfNotCore { e_type: u16 },
+    #[error("ELF e_phentsize {phentsize} at offset 0x36: expected at least 56")]
+    ElfProgramHeaderSize { phentsize: u64 },
+    #[error(
+        "ELF e_shentsize {shentsize} at offset 0x3a: expected at least 64 \
+         (e_phnum is PN_XNUM, the count is in section header 0)"
+    )]
+    ElfSectionHeaderSize { shentsize: u64 },
+    #[error(
+        "ELF section header 0 at offset {offset:#x} (holding the program header count) \
+         goes past the end of the file ({file_len:#x} bytes)"
+    )]
+    ElfSectionHeaderTruncated { offset: u64, file_len: u64 },
+    #[error(
+        "ELF program header table at offset {offset:#x} ({count} entries of {entry_size} \
+         bytes) goes past the end of the file ({file_len:#x} bytes)"
+    )]
+    ElfProgramHeadersTruncated {
+        offset: u64,
+        count: u64,
+        entry_size: u64,
+        file_len: u64,
+    },
+    #[error("ELF core has no PT_LOAD segment with data ({phnum} program headers): no memory")]
+    ElfNoLoadSegments { phnum: u64 },
+    #[error(
+        "segment {index}: {size:#x} bytes at file offset {offset:#x} go past the end of the \
+         file ({file_len:#x} bytes); the image is truncated"
+    )]
+    SegmentTruncated {
+        index: usize,
+        offset: u64,
+        size: u64,
+        file_len: u64,
+    },
+    #[error("segment {index}: physical address {physical:#x} + size {size:#x} overflows 64 bits")]
+    SegmentAddressOverflow {
+        index: usize,
+        physical: u64,
+        size: u64,
+    },
+    #[error(
+        "segments {first} and {second} overlap in physical memory: \
+         [{:#x}, {:#x}) and [{:#x}, {:#x})",
+        first_range.0, first_range.1, second_range.0, second_range.1
+    )]
+    SegmentsOverlap {
+        first: usize,
+        second: usize,
+        first_range: (u64, u64),
+        second_range: (u64, u64),
+    },
+}
+
+/// Why a snapshot file could not be opened.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Image { path: PathBuf, source: ImageError },
+}
+
+enum Storage {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// A physical memory capture (raw image or ELF core), memory-mapped and validated on open.
+///
+/// Reads borrow straight from the file: [`contiguous`](PhysicalImage::contiguous) and
+/// [`page`](PhysicalImage::page) return slices of the mapping; a run lookup is a binary
+/// search over the sorted runs.
+///
+/// ```
+/// use kds_runtime::target::{PhysicalImage, ReadError};
+/// let image = PhysicalImage::from_bytes(vec![7u8; 0x2000], "raw.bin".into())?;
+/// let mut buf = [0u8; 4];
+/// image.read_physical(0x1ffc, &mut buf)?;
+/// assert_eq!(buf, [7; 4]);
+/// assert_eq!(image.read_physical(0x2000, &mut buf), Err(ReadError::OutOfRange { address: 0x2000 }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PhysicalImage {
+    storage: Storage,
+    format: ImageFormat,
+    machine: Option<u16>,
+    runs: Vec<Run>,
+    captured_pages: u64,
+    identity: TargetIdentity,
+}
+
+impl std::fmt::Debug for PhysicalImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhysicalImage")
+            .field("format", &self.format)
+            .field("machine", &self.machine)
+            .field("runs", &self.runs.len())
+            .field("captured_pages", &self.captured_pages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PhysicalImage {
+    /// Memory-maps and validates the image at `path`; the format comes from its first bytes.
+    ///
+    /// The file must not be modified while the image lives (the usual memory-map caveat).
+    pub fn open(path: &Path) -> Result<PhysicalImage, SnapshotError> {
+        let io_err = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let image_err = |source| SnapshotError::Image {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        if len == 0 {
+            // Mapping an empty file fails on some systems; say why instead.
+            return Err(image_err(ImageError::Empty));
+        }
+        // SAFETY: the mapping is read-only; like every mmap-based reader we rely on the file not
+        // being truncated or rewritten while it is mapped.
+        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        Self::new(Storage::Mapped(map), path.display().to_string()).map_err(image_err)
+    }
+
+    /// Validates an image held in memory; `name` is only for display.
+    pub fn from_bytes(bytes: Vec<u8>, name: String) -> Result<PhysicalImage, ImageError> {
+        Self::new(Storage::Owned(bytes), name)
+    }
+
+    fn new(storage: Storage, name: String) -> Result<PhysicalImage, ImageError> {
+        let bytes = storage.bytes();
+        if bytes.is_empty() {
+            return Err(ImageError::Empty);
+        }
+        for signature in ["PAGEDU64", "PAGEDUMP"] {
+            if bytes.starts_with(signature.as_bytes()) {
+                return Err(ImageError::CrashDump { signature });
+            }
+        }
+        let (format, machine, runs) = if bytes.starts_with(elf::ELF_MAGIC) {
+            let core = elf::parse(bytes)?;
+            (ImageFormat::ElfCore, Some(core.machine), core.runs)
+        } else {
+            let run = Run {
+                physical: 0,
+                file_offset: 0,
+                length: bytes.len() as u64,
+            };
+            (ImageFormat::Raw, None, vec![run])
+        };
+        let captured_pages = count_pages(&runs);
+        let arch = match machine {
+            // 32-bit x86 in an ELF64 core: whether the guest used PAE is not in the file;
+            // assume PAE (every 32-bit Windows since Vista boots with it) until discovery knows.
+            Some(EM_386) => Arch::X86 { pae: true },
+            _ => Arch::X64,
+        };
+        let identity = TargetIdentity {
+            kind: TargetKind::Snapshot {
+                path: name,
+                format: format.name().to_string(),
+            },
+            arch,
+            os_build: None,
+            checked_build: false,
+            kernel_base: None,
+            ps_loaded_module_list: None,
+            ps_active_process_head: None,
+            kd_debugger_data_block: None,
+            pfn_database: None,
+            directory_table_base: 0,
+            bugcheck: None,
+            processor_count: 0,
+            system_time: None,
+            system_up_time: None,
+            comment: None,
+            consistency: Consistency::MayBeInconsistent,
+        };
+        Ok(PhysicalImage {
+            storage,
+            format,
+            machine,
+            runs,
+            captured_pages,
+            identity,
+        })
+    }
+
+    /// The whole file.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        self.storage.bytes()
+    }
+
+    #[must_use]
+    pub fn format(&self) -> ImageFormat {
+        self.format
+    }
+
+    /// "raw physical image" or "ELF core (QEMU/libvirt)".
+    #[must_use]
+    pub fn format_name(&self) -> &'static str {
+        self.format.name()
+    }
+
+    /// The ELF header's `e_machine` ([`EM_X86_64`], [`EM_386`], ...); `None` for raw images.
+    #[must_use]
+    pub fn machine(&self) -> Option<u16> {
+        self.machine
+    }
+
+    /// Captured physical memory, sorted by physical address, never overlapping.
+    #[must_use]
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// Number of distinct 4 KiB physical pages with at least one captured byte.
+    #[must_use]
+    pub fn captured_pages(&self) -> u64 {
+        self.captured_pages
+    }
+
+    /// One past the highest captured physical address.
+    #[must_use]
+    pub fn end(&self) -> u64 {
+        self.runs.last().map_or(0, Run::end)
+    }
+
+    /// The run holding `address`, if any.
+    fn run_at(&self, address: u64) -> Option<&Run> {
+        let i = self.runs.partition_point(|r| r.physical <= address);
+        let run = self.runs.get(i.checked_sub(1)?)?;
+        (address < run.end()).then_some(run)
+    }
+
+    fn missing(&self, address: u64) -> ReadError {
+        if address >= self.end() {
+            ReadError::OutOfRange { address }
+        } else {
+            ReadError::PageNotCaptured {
+                page: address & !(PAGE_SIZE - 1),
+            }
+        }
+    }
+
+    /// Zero-copy: the captured bytes from `address` to the end of its run.
+    pub fn contiguous(&self, address: u64) -> Result<&[u8], ReadError> {
+        let run = self.run_at(address).ok_or_else(|| self.missing(address))?;
+        // Validated on open: the run lies inside the file, so these fit in usize.
+        let start = (run.file_offset + (address - run.physical)) as usize;
+        let end = (run.file_offset + run.length) as usize;
+        self.bytes()
+            .get(start..end)
+            .ok_or_else(|| ReadError::Transport {
+                address,
+                reason: format!("run at file offset {start:#x}..{end:#x} is outside the file"),
+            })
+    }
+
+    /// Zero-copy: the 4096 bytes of physical page `pfn`, when one run holds all of them.
+    #[must_use]
+    pub fn page(&self, pfn: u64) -> Option<&[u8]> {
+        let address = pfn.checked_mul(PAGE_SIZE)?;
+        self.contiguous(address).ok()?.get(..PAGE_SIZE as usize)
+    }
+
+    /// Fill `buf` from physical memory at `address`. On error `buf` holds the bytes before the
+    /// address the error names.
+    pub fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur = address
+                .checked_add(done as u64)
+                .ok_or(ReadError::OutOfRange { address })?;
+            let src = self.contiguous(cur)?;
+            let n = src.len().min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&src[..n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Distinct pages touched by sorted, non-overlapping runs (two runs may share a page when
+/// they are not page-aligned).
+fn count_pages(runs: &[Run]) -> u64 {
+    let mut count = 0u64;
+    let mut next_uncounted = 0u64;
+    for run in runs {
+        let first = (run.physical / PAGE_SIZE).max(next_uncounted);
+        let last = (run.end() - 1) / PAGE_SIZE;
+        if last >= first {
+            count += last - first + 1;
+        }
+        next_uncounted = next_uncounted.max(last + 1);
+    }
+    count
+}
+
+impl Target for PhysicalImage {
+    fn identity(&self) -> &TargetIdentity {
+        &self.identity
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            consistency: Consistency::MayBeInconsistent,
+            can_resume: false,
+            can_write: false,
+        }
+    }
+
+    fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        PhysicalImage::read_physical(self, address, buf)
+    }
+
+    fn processor_context(&self, processor: u32) -> Result<ProcessorContext, TargetError> {
+        Err(TargetError::ContextUnavailable {
+            processor,
+            reason: format!(
+                "a {} holds memory only, no register state (ELF notes are not read)",
+                self.format_name()
+            ),
+        })
+    }
+
+    fn captured_pages(&self) -> Option<u64> {
+        Some(self.captured_pages)
+    }
+}
+
+#[cfg(test)]
+mod tests;
