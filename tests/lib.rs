@@ -51,12 +51,16 @@ pub fn x64_tables() -> Vec<(&'static str, PathBuf)> {
     found
 }
 
-/// A scratch directory for one test, emptied first.
+/// A scratch directory for one test, emptied first. Named by the test binary and the test,
+/// not by the process, so reruns reuse (and first empty) the same place instead of piling up
+/// dumps in the temporary directory.
 #[must_use]
 pub fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir()
-        .join(format!("kds-e2e-{}", std::process::id()))
-        .join(test);
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tests".into());
+    let dir = std::env::temp_dir().join("kds-e2e").join(binary).join(test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
     dir

@@ -4,14 +4,15 @@ use crate::{exit, Format};
 use clap::Args;
 use kds_runtime::session::Session;
 use kds_runtime::symbols::sympath::SymbolPath;
-use kds_runtime::target::{CountingTarget, DumpTarget, KdTarget, Target};
+use kds_runtime::target::{CountingTarget, DumpTarget, KdTarget, SnapshotTarget, Target};
 use miette::{miette, IntoDiagnostic, Result, WrapErr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Args)]
 pub struct TargetArgs {
-    /// A kernel crash dump (MEMORY.DMP); `-z` as in WinDbg.
+    /// A kernel crash dump (MEMORY.DMP), `-z` as in WinDbg; or a memory image of a running
+    /// system (raw physical, ELF core from QEMU/libvirt), whose kernel is found by scanning.
     #[arg(short = 'z', long = "dump", value_name = "DUMP")]
     pub dump: Option<PathBuf>,
     /// Symbol search path (`_NT_SYMBOL_PATH` syntax: directories, `cache*<dir>`,
@@ -97,11 +98,25 @@ pub fn open(args: &TargetArgs, positional: Option<&PathBuf>) -> Result<Opened> {
     })?;
     let symbol_path = SymbolPath::from_env_and_arg(args.sympath.as_deref()).into_diagnostic()?;
     crate::download_progress::install();
-    let dump = DumpTarget::open(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot open {}", path.display()))?;
+    let inner: Arc<dyn Target> = if is_crash_dump(path) {
+        Arc::new(
+            DumpTarget::open(path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot open {}", path.display()))?,
+        )
+    } else {
+        // No crash-dump header: a memory image (raw, ELF core); its kernel is found by scanning.
+        let snapshot = SnapshotTarget::open(path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot open {} as a memory image", path.display()))?;
+        eprintln!(
+            "{} is a memory capture taken while the system ran: it may be inconsistent \
+             (torn lists are reported as warnings).",
+            path.display()
+        );
+        Arc::new(snapshot)
+    };
     let file_size = std::fs::metadata(path).ok().map(|m| m.len());
-    let inner: Arc<dyn Target> = Arc::new(dump);
     let counter = Arc::new(CountingTarget::new(inner));
     let target: Arc<dyn Target> = counter.clone();
     let session = Session::open(target, symbol_path).into_diagnostic()?;
@@ -112,6 +127,20 @@ pub fn open(args: &TargetArgs, positional: Option<&PathBuf>) -> Result<Opened> {
         live: None,
         stay_broken: false,
     })
+}
+
+/// Whether to open the file as a crash dump: it starts with a dump signature (PAGEDU64,
+/// PAGEDUMP, or a user-mode MDMP, which the dump reader refuses precisely), or is too short to
+/// be anything else. Everything else is opened as a memory image (raw or ELF core).
+fn is_crash_dump(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut signature = [0u8; 8];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut signature)) {
+        Ok(()) => {
+            &signature == b"PAGEDU64" || &signature == b"PAGEDUMP" || signature.starts_with(b"MDMP")
+        }
+        Err(_) => true,
+    }
 }
 
 fn open_live(args: &TargetArgs, connection: &str) -> Result<Opened> {

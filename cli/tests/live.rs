@@ -42,7 +42,8 @@ fn emulator_binary() -> &'static Path {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kds-live-{}-{name}", std::process::id()));
+    // Per test, not per process: reruns empty and reuse it.
+    let dir = std::env::temp_dir().join("kds-live").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir

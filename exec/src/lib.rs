@@ -442,7 +442,7 @@ impl Interpreter {
                 )
             }),
             "build" => identity.os_build.map(|b| Value::Int(i128::from(b))),
-            "processors" => Some(Value::Int(i128::from(identity.processor_count))),
+            "processors" => Some(Value::Int(i128::from(self.model.processor_count()))),
             "kernel_base" => Some(Value::Pointer(Pointer::untyped(self.model.kernel_base()))),
             _ => None,
         }

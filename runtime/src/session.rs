@@ -88,4 +88,16 @@ impl Session {
             )
         })
     }
+
+    /// Processors: what the target says, else `KeNumberProcessors` (a header-less image).
+    #[must_use]
+    pub fn processor_count(&self) -> u32 {
+        match self.target.identity().processor_count {
+            0 => self
+                .kernel_symbol("KeNumberProcessors")
+                .and_then(|at| self.kernel_space.read_u32(at).ok())
+                .unwrap_or(0),
+            n => n,
+        }
+    }
 }

@@ -62,7 +62,29 @@ pub struct OsSummary {
 /// Gather everything `kds info` shows.
 #[must_use]
 pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
-    let identity = session.target.identity().clone();
+    let mut identity = session.target.identity().clone();
+    // A header-less image names none of these: they come from the kernel's symbols.
+    if identity.processor_count == 0 {
+        identity.processor_count = session.processor_count();
+    }
+    let mut from_symbols = Vec::new();
+    for (name, slot) in [
+        ("PsLoadedModuleList", &mut identity.ps_loaded_module_list),
+        ("PsActiveProcessHead", &mut identity.ps_active_process_head),
+    ] {
+        if slot.is_none() {
+            *slot = session.kernel_symbol(name);
+            if slot.is_some() {
+                from_symbols.push(name);
+            }
+        }
+    }
+    if !from_symbols.is_empty() && !identity.discovery.is_empty() {
+        identity.discovery.push(format!(
+            "{} from the kernel's symbols",
+            from_symbols.join(", ")
+        ));
+    }
     let kernel_error = session.kernel.as_ref().err().map(ToString::to_string);
     let kernel = match &session.kernel {
         Ok(k) => Some(KernelSummary {
@@ -406,9 +428,7 @@ pub fn render_details(info: &TargetInfo) -> String {
             let how = match k.found_by {
                 KernelSource::LoadedModuleList => "first entry of PsLoadedModuleList",
                 KernelSource::DebuggerDataBlock => "KernBase of the KDBG block",
-                KernelSource::TargetIdentity => {
-                    "the base the target names (handshake or discovery)"
-                }
+                KernelSource::TargetIdentity => "base the target names (KD handshake or discovery)",
             };
             row(
                 w,

@@ -418,6 +418,18 @@ impl ModelContext {
             .clone()
     }
 
+    /// Processors: what the target says, else `KeNumberProcessors` (a header-less image).
+    #[must_use]
+    pub fn processor_count(&self) -> u32 {
+        match self.target.identity().processor_count {
+            0 => self
+                .symbol_address("KeNumberProcessors")
+                .and_then(|at| self.kernel_space().read_u32(at).ok())
+                .unwrap_or(0),
+            n => n,
+        }
+    }
+
     /// The time of the capture (FILETIME): the dump header's, else the kernel's own clock in
     /// `_KUSER_SHARED_DATA.SystemTime` (a live target: the time it was broken into).
     #[must_use]

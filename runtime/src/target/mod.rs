@@ -18,7 +18,10 @@ pub use identity::{
 };
 pub use live::{BreakIn, KdTarget, LiveOptions};
 pub use memory::MemoryTarget;
-pub use snapshot::{ImageError, ImageFormat, PhysicalImage, Run, SnapshotError, EM_386, EM_X86_64};
+pub use snapshot::{
+    ImageError, ImageFormat, PhysicalImage, Run, SnapshotError, SnapshotOpenError, SnapshotTarget,
+    EM_386, EM_X86_64,
+};
 
 use thiserror::Error;
 

@@ -7,7 +7,10 @@
 //! know the kernel's page-table root or base: those come from header-less discovery, and its
 //! [`Target`] identity leaves them empty for the caller to fill.
 
+mod discovered;
 mod elf;
+
+pub use discovered::{SnapshotOpenError, SnapshotTarget};
 
 pub use elf::{EM_386, EM_X86_64};
 
@@ -270,6 +273,7 @@ impl PhysicalImage {
             system_up_time: None,
             comment: None,
             consistency: Consistency::MayBeInconsistent,
+            discovery: Vec::new(),
         };
         Ok(PhysicalImage {
             storage,

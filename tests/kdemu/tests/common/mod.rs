@@ -15,7 +15,7 @@ pub fn demo_dump() -> PathBuf {
 
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kds-kdemu-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join("kds-kdemu").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
