@@ -5,6 +5,7 @@ mod download_progress;
 mod live;
 mod repl;
 mod run;
+mod snapshot;
 mod target;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -31,6 +32,8 @@ enum Command {
     Check(check::CheckArgs),
     /// An interactive `kd>` prompt in the playbook language against a target.
     Repl(repl::ReplArgs),
+    /// Write a standard 64-bit bitmap crash dump from any target (dump, image, live kernel).
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// Output formats shared by the commands.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Check(args) => check::check(&args),
         Command::Repl(args) => repl::repl(&args),
+        Command::Snapshot(args) => snapshot::snapshot(&args),
     };
     ExitCode::from(code)
 }

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Print the plan (each step, and the row fields each query reads) to stderr first.
     #[arg(long)]
     pub plan: bool,
+    /// After the run, write the pages it read as a bitmap dump that replays it offline
+    /// (`kds run x.kds -z <that dump>` gives the same output); before a live target resumes.
+    #[arg(long, value_name = "DUMP")]
+    pub record: Option<PathBuf>,
 }
 
 fn parse_set(text: &str) -> Result<(String, String), String> {
@@ -162,7 +166,16 @@ pub fn run(args: &RunArgs) -> u8 {
             stats.reads, stats.bytes, stats.distinct_bytes
         );
     }
-    opened.finish(report.exit_code(), args.stats)
+    let mut code = report.exit_code();
+    if let Some(path) = &args.record {
+        let touched = opened.counter.touched_pfns();
+        let selection = kds_runtime::dump_writer::PageSelection::Frames(touched);
+        let written = crate::snapshot::write(&opened.session, &selection, path);
+        if written != 0 && code == 0 {
+            code = written;
+        }
+    }
+    opened.finish(code, args.stats)
 }
 
 pub(crate) fn run_error(error: &ExecError, name: &str, source: &str) -> RunError {

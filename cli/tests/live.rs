@@ -307,6 +307,37 @@ fn one_percent_of_bytes_flipped_gives_the_right_output_or_a_clear_error() {
     assert_resumed_once(&report);
 }
 
+/// `--record` writes the pages a live run read (before the target resumes); the recording
+/// replays offline with the same output.
+#[test]
+fn a_recorded_live_run_replays_offline_with_the_same_output() {
+    let want = dump_output(&[PLAYBOOK]);
+    let emu = Emulator::unix("record", &[]);
+    let recording = scratch("record-out").join("recording.dmp");
+    let recording_arg = recording.display().to_string();
+    let out = live_run(&emu, &[PLAYBOOK], &["--record", &recording_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), want);
+    let wrote = stderr
+        .find(&format!("wrote {recording_arg}"))
+        .expect("a wrote line");
+    let resumed = stderr.find("Target resumed.").expect("resumed");
+    assert!(
+        wrote < resumed,
+        "the recording is written before the target runs: {stderr}"
+    );
+    assert_resumed_once(&emu.finish());
+
+    let replay = kds(&["run", PLAYBOOK, "-z", &recording_arg, "-y", SYMBOLS]);
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay.stderr));
+    assert_eq!(text(&replay.stdout), want, "the replay differs");
+    // A recording holds what the run read, not the whole machine.
+    let demo_size = std::fs::metadata(repo().join(DEMO)).expect("demo").len();
+    let size = std::fs::metadata(&recording).expect("recording").len();
+    assert!(size < demo_size / 2, "{size} vs {demo_size}");
+}
+
 #[test]
 fn a_script_error_still_resumes_the_target() {
     let emu = Emulator::unix("script-error", &[]);

@@ -35,7 +35,11 @@ struct Images {
 }
 
 fn images() -> Images {
-    let dir = std::env::temp_dir().join("kds-cli-snapshots");
+    images_in("kds-cli-snapshots")
+}
+
+fn images_in(name: &str) -> Images {
+    let dir = std::env::temp_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch");
     let fixture = build(&FixtureSpec::hung_server(repo().join(TABLE), 3)).expect("fixture");
@@ -137,6 +141,31 @@ fn raw_and_elf_images_read_as_the_dump_with_the_kernel_found_by_scanning() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn kds_snapshot_turns_an_elf_core_into_a_dump_that_reads_the_same() {
+    let images = images_in("kds-cli-snapshots-write");
+    let want = text(&run_playbook(&images.dump).stdout);
+    let out_path = images.dump.with_file_name("from-elf.dmp");
+    let out = kds(&[
+        "snapshot",
+        "-z",
+        images.elf.to_str().expect("utf-8"),
+        "-y",
+        "examples/symbols",
+        "-o",
+        out_path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("wrote "),
+        "{}",
+        text(&out.stderr)
+    );
+    let replay = run_playbook(&out_path);
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay.stderr));
+    assert_eq!(text(&replay.stdout), want);
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! - [`unwind`]: x64 stack walks from `.pdata` unwind data, as the Windows unwinder does them.
 
 pub mod discovery;
+pub mod dump_writer;
 pub mod kernel;
 pub mod mmu;
 pub mod model;

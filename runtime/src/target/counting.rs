@@ -106,6 +106,21 @@ impl CountingTarget {
         }
     }
 
+    /// The page frames the reads so far touched, ascending: what a recording must hold to
+    /// replay them.
+    #[must_use]
+    pub fn touched_pfns(&self) -> Vec<u64> {
+        let set = self.distinct.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pfns: Vec<u64> = Vec::new();
+        for (&start, &end) in &set.ranges {
+            let first = start / super::PAGE_SIZE;
+            let last = (end - 1) / super::PAGE_SIZE;
+            let from = pfns.last().map_or(first, |&p| first.max(p + 1));
+            pfns.extend(from..=last);
+        }
+        pfns
+    }
+
     /// Start counting from zero again.
     pub fn reset(&self) {
         self.reads.store(0, Ordering::Relaxed);
@@ -146,6 +161,10 @@ impl Target for CountingTarget {
 
     fn captured_pages(&self) -> Option<u64> {
         self.inner.captured_pages()
+    }
+
+    fn captured_pfns(&self) -> Option<Vec<u64>> {
+        self.inner.captured_pfns()
     }
 
     fn resume(&self) -> Result<(), TargetError> {

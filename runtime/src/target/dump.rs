@@ -40,7 +40,9 @@ impl DumpTarget {
             kd_debugger_data_block: nonzero(h.kd_debugger_data_block),
             pfn_database: nonzero(h.pfn_database),
             directory_table_base: h.directory_table_base,
-            bugcheck: Some(BugCheck {
+            // Stop code 0 means none (a capture written by kds from a running system): the
+            // kernel's own KiBugCheckData is then the source, as on the live target.
+            bugcheck: (h.bugcheck_code != 0).then_some(BugCheck {
                 code: h.bugcheck_code,
                 parameters: h.bugcheck_parameters,
             }),
@@ -72,6 +74,10 @@ impl Target for DumpTarget {
 
     fn captured_pages(&self) -> Option<u64> {
         Some(self.dump.present_page_count())
+    }
+
+    fn captured_pfns(&self) -> Option<Vec<u64>> {
+        Some(self.dump.present_pfns().collect())
     }
 
     fn read_physical(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadError> {

@@ -122,6 +122,12 @@ pub trait Target: Send + Sync {
         None
     }
 
+    /// The page frames the capture holds, ascending, for targets that know (dumps, images);
+    /// a live kernel has no such list.
+    fn captured_pfns(&self) -> Option<Vec<u64>> {
+        None
+    }
+
     /// Let a frozen live target run again. Dumps and snapshots have nothing to resume.
     fn resume(&self) -> Result<(), TargetError> {
         Ok(())
@@ -135,6 +141,42 @@ pub trait Target: Send + Sync {
 }
 
 impl X64Context {
+    /// An AMD64 `CONTEXT` (1232 bytes) holding these registers at winnt.h's offsets, with
+    /// `ContextFlags` saying control, integer and segment registers are valid; the inverse
+    /// of [`X64Context::from_amd64_context`].
+    #[must_use]
+    pub fn to_amd64_context(&self) -> [u8; 1232] {
+        let mut raw = [0u8; 1232];
+        let mut put = |off: usize, bytes: &[u8]| raw[off..off + bytes.len()].copy_from_slice(bytes);
+        // CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS
+        put(0x30, &0x0010_0007u32.to_le_bytes());
+        put(0x38, &self.cs.to_le_bytes());
+        put(0x42, &self.ss.to_le_bytes());
+        put(0x44, &self.eflags.to_le_bytes());
+        for (off, v) in [
+            (0x78, self.rax),
+            (0x80, self.rcx),
+            (0x88, self.rdx),
+            (0x90, self.rbx),
+            (0x98, self.rsp),
+            (0xA0, self.rbp),
+            (0xA8, self.rsi),
+            (0xB0, self.rdi),
+            (0xB8, self.r8),
+            (0xC0, self.r9),
+            (0xC8, self.r10),
+            (0xD0, self.r11),
+            (0xD8, self.r12),
+            (0xE0, self.r13),
+            (0xE8, self.r14),
+            (0xF0, self.r15),
+            (0xF8, self.rip),
+        ] {
+            put(off, &v.to_le_bytes());
+        }
+        raw
+    }
+
     /// The registers kds uses, out of a raw AMD64 `CONTEXT` (offsets from winnt.h; the same
     /// bytes a dump header holds and KD's GetContext returns). Short input reads as zeros.
     #[must_use]

@@ -85,4 +85,8 @@ impl Target for SnapshotTarget {
     fn captured_pages(&self) -> Option<u64> {
         Some(self.image.captured_pages())
     }
+
+    fn captured_pfns(&self) -> Option<Vec<u64>> {
+        self.image.captured_pfns()
+    }
 }

@@ -427,6 +427,17 @@ impl Target for PhysicalImage {
     fn captured_pages(&self) -> Option<u64> {
         Some(self.captured_pages)
     }
+
+    fn captured_pfns(&self) -> Option<Vec<u64>> {
+        let mut pfns: Vec<u64> = Vec::new();
+        for run in &self.runs {
+            let first = run.physical / PAGE_SIZE;
+            let last = (run.end() - 1) / PAGE_SIZE;
+            let from = pfns.last().map_or(first, |&p| first.max(p + 1));
+            pfns.extend(from..=last);
+        }
+        Some(pfns)
+    }
 }
 
 #[cfg(test)]
