@@ -181,3 +181,88 @@ fn an_image_without_a_windows_kernel_says_what_was_scanned() {
     assert!(stderr.contains("as a memory image"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A capture taken while the kernel ran: a process unlinked mid-walk (its predecessor's Flink
+/// already skips it, the next entry's Blink does not yet) and a thread list pointing into freed
+/// (unmapped) memory. The run reports both tears by address and goes on with what it read.
+#[test]
+fn a_torn_capture_gives_warnings_naming_the_addresses_and_the_rest() {
+    let dir = std::env::temp_dir().join("kds-cli-snapshots-torn");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let mut fixture = build(&FixtureSpec::hung_server(repo().join(TABLE), 6)).expect("fixture");
+    let truth = fixture.truth.clone();
+    let dtb = fixture.machine.kernel_dtb;
+    let process_links = fixture
+        .table
+        .offset_of("_EPROCESS", "ActiveProcessLinks")
+        .expect("ActiveProcessLinks");
+    let thread_links = fixture
+        .table
+        .offset_of("_ETHREAD", "ThreadListEntry")
+        .expect("ThreadListEntry");
+    // Process k+1 (after lsass) is being unlinked: k's Flink already points at k+2.
+    let lsass_at = truth
+        .processes
+        .iter()
+        .position(|p| p.image_file_name == "lsass.exe")
+        .expect("lsass");
+    let k = lsass_at + 2;
+    assert!(k + 2 < truth.processes.len());
+    let torn_entry = truth.processes[k].eprocess + process_links;
+    fixture
+        .machine
+        .write_u64(
+            dtb,
+            torn_entry,
+            truth.processes[k + 2].eprocess + process_links,
+        )
+        .expect("patch Flink");
+    // lsass's second thread links to a freed thread: an address nothing maps.
+    let lsass = &truth.processes[lsass_at];
+    assert!(lsass.threads.len() > 2);
+    let freed = 0xFFFF_9A0F_DEAD_0000u64;
+    fixture
+        .machine
+        .write_u64(dtb, lsass.threads[1].ethread + thread_links, freed)
+        .expect("patch thread Flink");
+    let elf = dir.join("torn.elf");
+    write_elf_core(&fixture, &elf).expect("elf");
+
+    let commands = format!(
+        "!process 0 0; threads | where pid == {:#x} | count",
+        lsass.pid
+    );
+    let out = kds(&[
+        "run",
+        "-c",
+        &commands,
+        "-z",
+        elf.to_str().expect("utf-8"),
+        "-y",
+        "examples/symbols",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let windbg = |v: u64| format!("{:08x}`{:08x}", v >> 32, v & 0xFFFF_FFFF);
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("WARNING:"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("torn") && w.contains(&windbg(torn_entry))),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains(&windbg(freed))),
+        "{warnings:?}"
+    );
+    // The processes up to the tear are listed, the ones after it are not.
+    let listed = stdout.lines().filter(|l| l.starts_with("PROCESS ")).count();
+    assert_eq!(listed, k + 1, "{stdout}");
+    // lsass's threads up to the freed link: two.
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
+    assert_eq!(last.map(str::trim), Some("2"), "{stdout}");
+}
