@@ -319,6 +319,58 @@ fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Header-less images: Volatility 3 finds the kernel in our raw images and ELF cores with its
+/// own scanning (an independent discovery) and lists the processes and modules the fixture
+/// put there.
+#[test]
+fn volatility_reads_raw_images_and_elf_cores_of_every_build() {
+    use kds_fixture::snapshotfile::{write_elf_core, write_raw_image};
+    let venv = venv();
+    let dir = scratch_dir("volatility-images");
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = x64_tables()
+            .into_iter()
+            .map(|(name, table)| {
+                let (dir, venv) = (dir.join(name), venv.clone());
+                scope.spawn(move || {
+                    std::fs::create_dir_all(&dir).expect("case dir");
+                    let fixture =
+                        build(&FixtureSpec::hung_server(&table, SEED)).expect("fixture builds");
+                    let symbols = volatility_symbols(&table, &dir);
+                    for file in ["memory.raw", "memory.elf"] {
+                        let image = dir.join(file);
+                        if file.ends_with("raw") {
+                            write_raw_image(&fixture, &image).expect("raw image written");
+                        } else {
+                            write_elf_core(&fixture, &image).expect("ELF core written");
+                        }
+                        let cache = dir.join(format!("cache-{file}"));
+                        std::fs::create_dir_all(&cache).expect("cache dir");
+                        let what = format!("{name} {file}");
+                        check_pslist(
+                            &fixture,
+                            &vol(&venv, &image, &symbols, &cache, "windows.pslist"),
+                            &what,
+                        );
+                        check_modules(
+                            &fixture,
+                            &vol(&venv, &image, &symbols, &cache, "windows.modules"),
+                            &what,
+                        );
+                        std::fs::remove_file(&image).ok();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// kds's `handles` field of each process, by PID, read from `dump`.
 fn kds_handle_counts(f: &Fixture, dump: &Path) -> HashMap<u64, Option<u64>> {
     let target: Arc<dyn Target> = Arc::new(DumpTarget::open(dump).expect("dump opens"));
