@@ -389,6 +389,18 @@ impl KdHost {
         if self.halted.is_none() {
             return Err(KdError::NotHalted);
         }
+        self.transact(&request)?.ok_or_else(|| KdError::Status {
+            what: "a Continue has no reply: use resume()".into(),
+            status: status::INVALID_PARAMETER,
+        })
+    }
+
+    /// Send `request` until the target acknowledges it, then (unless it is a Continue, which
+    /// has no reply) until its reply arrives: resends on silence, RESEND and RESET, a repeated
+    /// stop, reconnection when the link closes. `Ok(None)` for a Continue.
+    fn transact(&mut self, request: &Manipulate) -> Result<Option<Manipulate>, KdError> {
+        let wants_reply = !matches!(request.api, apinum::CONTINUE | apinum::CONTINUE2);
+        let what = api_name(request.api);
         let payload = request.encode();
         let mut attempts = 0u32;
         'send: loop {
@@ -413,10 +425,11 @@ impl KdHost {
                 let Some(frame) = frame else {
                     attempts += 1;
                     if attempts > self.options.retries {
-                        // A target that stopped answering would make every later read wait
-                        // as long: end the session (resuming the target if it still can).
-                        let what = api_name(request.api);
-                        self.end(&format!("no answer from the target to {what}"));
+                        if wants_reply {
+                            // A target that stopped answering would make every later read
+                            // wait as long: end the session (resuming it if it still can).
+                            self.end(&format!("no answer from the target to {what}"));
+                        }
                         return Err(KdError::NoResponse {
                             what: what.into(),
                             attempts,
@@ -433,6 +446,9 @@ impl KdHost {
                     {
                         acked = true;
                         self.out_id = next_packet_id(self.out_id);
+                        if !wants_reply {
+                            return Ok(None);
+                        }
                     }
                     Frame::Packet(p) if p.kind == PacketType::Resend && !acked => {
                         self.stats.resends += 1;
@@ -444,18 +460,18 @@ impl KdHost {
                         self.stats.resends += 1;
                         continue 'send;
                     }
-                    Frame::Packet(p) if p.kind == PacketType::StateManipulate => {
+                    Frame::Packet(p) if wants_reply && p.kind == PacketType::StateManipulate => {
                         let sync = p.id & SYNC_PACKET_ID != 0;
                         let Some(p) = self.accept(p)? else { continue };
                         let reply = Manipulate::decode(&p.payload)?;
-                        if !answers(&request, &reply) {
+                        if !answers(request, &reply) {
                             continue;
                         }
                         if !acked && !sync {
                             self.out_id = next_packet_id(self.out_id);
                         }
                         self.stats.round_trips += 1;
-                        return Ok(reply);
+                        return Ok(Some(reply));
                     }
                     Frame::Packet(p) if p.kind == PacketType::StateChange64 => {
                         // The target stopped anew (it restarted, or the link came back):
@@ -520,67 +536,11 @@ impl KdHost {
         // Ids alternate between two values, so a late ACK of an earlier packet would pass for
         // the Continue2's: let the line go quiet first, answering what arrives.
         self.drain(Duration::from_millis(100))?;
-        let payload = Manipulate::resume(self.processor()).encode();
-        let mut attempts = 0u32;
-        'send: loop {
-            let packet = Packet::data(PacketType::StateManipulate, self.out_id, payload.clone())
-                .map_err(|e| KdError::Status {
-                    what: e.to_string(),
-                    status: status::INVALID_PARAMETER,
-                })?;
-            if let Err(e) = self.send(&packet) {
-                self.recover(e)?;
-                continue 'send;
-            }
-            loop {
-                let frame = match self.next_frame(self.options.packet_timeout) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        self.recover(e)?;
-                        continue 'send;
-                    }
-                };
-                let Some(frame) = frame else {
-                    attempts += 1;
-                    if attempts > self.options.retries {
-                        return Err(KdError::NoResponse {
-                            what: "Continue2".into(),
-                            attempts,
-                        });
-                    }
-                    self.stats.resends += 1;
-                    continue 'send;
-                };
-                match frame {
-                    Frame::Packet(p)
-                        if p.kind == PacketType::Acknowledge
-                            && p.id == self.out_id & !SYNC_PACKET_ID =>
-                    {
-                        self.out_id = next_packet_id(self.out_id);
-                        self.halted = None;
-                        self.cache.clear();
-                        (self.notify)(Notice::Resumed);
-                        return Ok(());
-                    }
-                    Frame::Packet(p)
-                        if p.kind == PacketType::Resend || p.kind == PacketType::Reset =>
-                    {
-                        if p.kind == PacketType::Reset {
-                            self.out_id = INITIAL_PACKET_ID;
-                            self.in_id = None;
-                        }
-                        continue 'send;
-                    }
-                    Frame::Packet(p) if p.kind == PacketType::StateChange64 => {
-                        if let Some(p) = self.accept(p)? {
-                            self.deliver_async(&p)?;
-                            continue 'send;
-                        }
-                    }
-                    other => self.handle_unsolicited(other)?,
-                }
-            }
-        }
+        self.transact(&Manipulate::resume(self.processor()))?;
+        self.halted = None;
+        self.cache.clear();
+        (self.notify)(Notice::Resumed);
+        Ok(())
     }
 
     /// Take in whatever arrives until the line has been silent for `quiet`: stale ACKs are
