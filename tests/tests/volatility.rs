@@ -267,46 +267,17 @@ fn check_modules(f: &Fixture, rows: &[Value], what: &str) {
     assert_eq!(seen, expected, "{what}: (Name, Path, Base, Size, entry)");
 }
 
-#[test]
-fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
+/// Run `case(name, table, case_dir, venv)` for every x64 build, one thread each.
+fn each_build(dir: &Path, case: impl Fn(&str, &Path, &Path, &Path) + Sync) {
     let venv = venv();
-    let dir = scratch_dir("volatility");
     std::thread::scope(|scope| {
         let handles: Vec<_> = x64_tables()
             .into_iter()
             .map(|(name, table)| {
-                let (dir, venv) = (dir.join(name), venv.clone());
+                let (dir, venv, case) = (dir.join(name), venv.clone(), &case);
                 scope.spawn(move || {
                     std::fs::create_dir_all(&dir).expect("case dir");
-                    let fixture =
-                        build(&FixtureSpec::hung_server(&table, SEED)).expect("fixture builds");
-                    let symbols = volatility_symbols(&table, &dir);
-                    for (kind, file) in [
-                        (DumpKind::BitmapFull, "bitmap.dmp"),
-                        (DumpKind::Full, "full.dmp"),
-                    ] {
-                        let dump = dir.join(file);
-                        write_dump(&fixture, &dump, kind).expect("dump written");
-                        let cache = dir.join(format!("cache-{file}"));
-                        std::fs::create_dir_all(&cache).expect("cache dir");
-                        let what = format!("{name} {file}");
-                        check_info(
-                            &fixture,
-                            &vol(&venv, &dump, &symbols, &cache, "windows.info"),
-                            &what,
-                        );
-                        check_pslist(
-                            &fixture,
-                            &vol(&venv, &dump, &symbols, &cache, "windows.pslist"),
-                            &what,
-                        );
-                        check_modules(
-                            &fixture,
-                            &vol(&venv, &dump, &symbols, &cache, "windows.modules"),
-                            &what,
-                        );
-                        std::fs::remove_file(&dump).ok();
-                    }
+                    case(name, &table, &dir, &venv);
                 })
             })
             .collect();
@@ -314,6 +285,41 @@ fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
             if let Err(panic) = h.join() {
                 std::panic::resume_unwind(panic);
             }
+        }
+    });
+}
+
+#[test]
+fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
+    let dir = scratch_dir("volatility");
+    each_build(&dir, |name, table, dir, venv| {
+        let fixture = build(&FixtureSpec::hung_server(table, SEED)).expect("fixture builds");
+        let symbols = volatility_symbols(table, dir);
+        for (kind, file) in [
+            (DumpKind::BitmapFull, "bitmap.dmp"),
+            (DumpKind::Full, "full.dmp"),
+        ] {
+            let dump = dir.join(file);
+            write_dump(&fixture, &dump, kind).expect("dump written");
+            let cache = dir.join(format!("cache-{file}"));
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            let what = format!("{name} {file}");
+            check_info(
+                &fixture,
+                &vol(venv, &dump, &symbols, &cache, "windows.info"),
+                &what,
+            );
+            check_pslist(
+                &fixture,
+                &vol(venv, &dump, &symbols, &cache, "windows.pslist"),
+                &what,
+            );
+            check_modules(
+                &fixture,
+                &vol(venv, &dump, &symbols, &cache, "windows.modules"),
+                &what,
+            );
+            std::fs::remove_file(&dump).ok();
         }
     });
     std::fs::remove_dir_all(&dir).ok();
@@ -325,47 +331,31 @@ fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
 #[test]
 fn volatility_reads_raw_images_and_elf_cores_of_every_build() {
     use kds_fixture::snapshotfile::{write_elf_core, write_raw_image};
-    let venv = venv();
     let dir = scratch_dir("volatility-images");
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = x64_tables()
-            .into_iter()
-            .map(|(name, table)| {
-                let (dir, venv) = (dir.join(name), venv.clone());
-                scope.spawn(move || {
-                    std::fs::create_dir_all(&dir).expect("case dir");
-                    let fixture =
-                        build(&FixtureSpec::hung_server(&table, SEED)).expect("fixture builds");
-                    let symbols = volatility_symbols(&table, &dir);
-                    for file in ["memory.raw", "memory.elf"] {
-                        let image = dir.join(file);
-                        if file.ends_with("raw") {
-                            write_raw_image(&fixture, &image).expect("raw image written");
-                        } else {
-                            write_elf_core(&fixture, &image).expect("ELF core written");
-                        }
-                        let cache = dir.join(format!("cache-{file}"));
-                        std::fs::create_dir_all(&cache).expect("cache dir");
-                        let what = format!("{name} {file}");
-                        check_pslist(
-                            &fixture,
-                            &vol(&venv, &image, &symbols, &cache, "windows.pslist"),
-                            &what,
-                        );
-                        check_modules(
-                            &fixture,
-                            &vol(&venv, &image, &symbols, &cache, "windows.modules"),
-                            &what,
-                        );
-                        std::fs::remove_file(&image).ok();
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Err(panic) = h.join() {
-                std::panic::resume_unwind(panic);
+    each_build(&dir, |name, table, dir, venv| {
+        let fixture = build(&FixtureSpec::hung_server(table, SEED)).expect("fixture builds");
+        let symbols = volatility_symbols(table, dir);
+        for file in ["memory.raw", "memory.elf"] {
+            let image = dir.join(file);
+            if file.ends_with("raw") {
+                write_raw_image(&fixture, &image).expect("raw image written");
+            } else {
+                write_elf_core(&fixture, &image).expect("ELF core written");
             }
+            let cache = dir.join(format!("cache-{file}"));
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            let what = format!("{name} {file}");
+            check_pslist(
+                &fixture,
+                &vol(venv, &image, &symbols, &cache, "windows.pslist"),
+                &what,
+            );
+            check_modules(
+                &fixture,
+                &vol(venv, &image, &symbols, &cache, "windows.modules"),
+                &what,
+            );
+            std::fs::remove_file(&image).ok();
         }
     });
     std::fs::remove_dir_all(&dir).ok();
