@@ -372,6 +372,8 @@ struct Walk<'a> {
     table_limit: u64,
     /// A table page was skipped because the budget was spent.
     table_budget_hit: bool,
+    /// Physical addresses of the table pages read, in walk order.
+    tables: Vec<u64>,
 }
 
 impl Walk<'_> {
@@ -383,6 +385,7 @@ impl Walk<'_> {
         self.tables_read += 1;
         let mut page = [0u8; PAGE_SIZE as usize];
         self.target.read_physical(address, &mut page).ok()?;
+        self.tables.push(address);
         Some((0..ENTRIES).map(|i| entry(&page, i)).collect())
     }
 
@@ -474,6 +477,32 @@ impl Walk<'_> {
     }
 }
 
+/// The kernel's part of physical memory: the PML4 at `dtb`, the page tables of its kernel half
+/// and every frame they map there (large pages expanded), ascending; bounded by
+/// `limits.table_pages`.
+#[must_use]
+pub fn kernel_half_frames(target: &dyn Target, dtb: u64, limits: &DiscoveryLimits) -> Vec<u64> {
+    let mut page = [0u8; PAGE_SIZE as usize];
+    if target.read_physical(dtb & FRAME_MASK, &mut page).is_err() {
+        return Vec::new();
+    }
+    let pml4: Vec<u64> = (0..ENTRIES).map(|i| entry(&page, i)).collect();
+    let mut walk = Walk {
+        target,
+        tables_read: 0,
+        table_limit: limits.table_pages,
+        table_budget_hit: false,
+        tables: Vec::new(),
+    };
+    let mut frames = std::collections::BTreeSet::from([dtb / PAGE_SIZE]);
+    walk.visit::<()>(&pml4, dtb & FRAME_MASK, PAGE_SIZE, &mut |_, physical| {
+        frames.insert(physical / PAGE_SIZE);
+        ControlFlow::Continue(())
+    });
+    frames.extend(walk.tables.iter().map(|t| t / PAGE_SIZE));
+    frames.into_iter().collect()
+}
+
 /// Find the kernel image in the kernel half of `dtb`'s address space.
 pub fn find_kernel(
     target: &Arc<dyn Target>,
@@ -491,6 +520,7 @@ pub fn find_kernel(
         tables_read: 0,
         table_limit: limits.table_pages,
         table_budget_hit: false,
+        tables: Vec::new(),
     };
     let mut candidates = 0u64;
     let mut others = 0u64;

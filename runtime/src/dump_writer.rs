@@ -4,7 +4,7 @@
 //! everything captured, the kernel's (mapped in the kernel half, with their page tables), or
 //! those a playbook run touched (a recording that replays offline).
 
-use crate::mmu::AddressSpace;
+use crate::discovery::{kernel_half_frames, DiscoveryLimits};
 use crate::session::Session;
 use crate::target::{ProcessorContext, PAGE_SIZE};
 use kds_crashdump::{write_dump, DumpType, HeaderFields, WriteError, WriteKind};
@@ -67,7 +67,11 @@ pub fn write_bitmap_dump(
     let target = &session.target;
     let wanted: Vec<u64> = match selection {
         PageSelection::All => target.captured_pfns().ok_or(DumpWriteError::NoPageList)?,
-        PageSelection::Kernel => kernel_frames(&session.kernel_space),
+        PageSelection::Kernel => kernel_half_frames(
+            target.as_ref(),
+            session.kernel_space.dtb(),
+            &DiscoveryLimits::default(),
+        ),
         PageSelection::Frames(frames) => frames.clone(),
     };
     let mut page = [0u8; PAGE_SIZE as usize];
@@ -148,49 +152,4 @@ fn header_fields(session: &Session, system_time: Option<u64>) -> HeaderFields {
         comment: "written by kds".into(),
         ..HeaderFields::default()
     }
-}
-
-/// Page-table frames of the kernel half of `space`'s PML4 and every frame they map there
-/// (large pages expanded), bounded.
-#[must_use]
-pub fn kernel_frames(space: &AddressSpace) -> Vec<u64> {
-    const PRESENT: u64 = 1;
-    const LARGE: u64 = 1 << 7;
-    const FRAME: u64 = 0x000F_FFFF_FFFF_F000;
-    const LIMIT: usize = 1 << 22;
-    let target = space.target();
-    let entry = |table: u64, index: u64| -> Option<u64> {
-        let mut b = [0u8; 8];
-        target.read_physical(table + index * 8, &mut b).ok()?;
-        let e = u64::from_le_bytes(b);
-        (e & PRESENT != 0).then_some(e)
-    };
-    let pml4 = space.dtb() & FRAME;
-    let mut frames = BTreeSet::new();
-    frames.insert(pml4 / PAGE_SIZE);
-    // (table, level): 3 = PDPT, 2 = PD, 1 = PT.
-    let mut tables: Vec<(u64, u8)> = (256..512)
-        .filter_map(|i| entry(pml4, i))
-        .map(|e| e & FRAME)
-        .filter(|&t| t != pml4)
-        .map(|t| (t, 3))
-        .collect();
-    while let Some((table, level)) = tables.pop() {
-        if frames.len() > LIMIT || !frames.insert(table / PAGE_SIZE) {
-            continue;
-        }
-        for i in 0..512 {
-            let Some(e) = entry(table, i) else { continue };
-            let frame = e & FRAME;
-            if level == 1 {
-                frames.insert(frame / PAGE_SIZE);
-            } else if e & LARGE != 0 {
-                let pages = if level == 3 { 512 * 512 } else { 512 };
-                frames.extend((0..pages).map(|p| frame / PAGE_SIZE + p));
-            } else if frame != pml4 {
-                tables.push((frame, level - 1));
-            }
-        }
-    }
-    frames.into_iter().collect()
 }
