@@ -35,34 +35,10 @@ use kds_runtime::target::Target;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// Longest any child process may run.
 const CHILD_LIMIT: Duration = Duration::from_secs(90);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-static VENV: Once = Once::new();
-
-/// The Python venv with the peers, as `tests/lib.rs`' `python_venv()` finds it: `.ci/venv.sh`
-/// creates (or checks) `<repo>/.venv`, and its failure fails the test.
-fn python_venv() -> PathBuf {
-    let root = repo_root();
-    VENV.call_once(|| {
-        let status = Command::new("bash")
-            .arg(root.join(".ci/venv.sh"))
-            .status()
-            .expect("bash runs .ci/venv.sh");
-        assert!(
-            status.success(),
-            ".ci/venv.sh failed: cannot install the Python peers"
-        );
-    });
-    root.join(".venv")
-}
 
 /// A child's exit status, stdout and stderr; it is killed past `limit`.
 struct Output {
@@ -234,7 +210,7 @@ fn pdb_identity(want: &Expected, base: u64) -> String {
 // ntoseye
 
 fn ntoseye() -> PathBuf {
-    let exe = python_venv().join("bin/ntoseye");
+    let exe = kds_e2e::python_venv().join("bin/ntoseye");
     assert!(
         exe.exists(),
         "{} missing: .ci/venv.sh installs ntoseye",
@@ -416,7 +392,7 @@ fn pykd_steps(stdout: &str) -> Vec<serde_json::Value> {
 #[test]
 fn pykdclient_handshakes_reads_and_continues() {
     let want = expected();
-    let python = python_venv().join("bin/python");
+    let python = kds_e2e::python_venv().join("bin/python");
     assert!(
         python.exists(),
         "{} missing: .ci/venv.sh creates the venv",
