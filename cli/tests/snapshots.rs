@@ -266,3 +266,161 @@ fn a_torn_capture_gives_warnings_naming_the_addresses_and_the_rest() {
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
     assert_eq!(last.map(str::trim), Some("2"), "{stdout}");
 }
+
+/// QEMU, stopped before its first instruction (`-S`), with its whole RAM of the size the image
+/// needs.
+struct Qemu {
+    child: std::process::Child,
+    qmp: PathBuf,
+}
+
+impl Qemu {
+    /// Starts `qemu-system-x86_64` with the raw image copied into guest RAM at physical 0 by
+    /// QEMU's generic loader; nothing runs, so RAM holds exactly the image.
+    fn with_raw_image(raw: &Path, dir: &Path) -> Qemu {
+        let len = std::fs::metadata(raw).expect("raw image").len();
+        let ram_mib = len.div_ceil(1 << 20) + 1;
+        let qmp = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp);
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-S", "-nographic", "-nodefaults", "-machine", "pc"])
+            .args(["-m", &format!("{ram_mib}M")])
+            .arg("-device")
+            .arg(format!(
+                "loader,file={},addr=0,force-raw=on",
+                raw.to_str().expect("utf-8")
+            ))
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                qmp.to_str().expect("utf-8")
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "qemu-system-x86_64 cannot start ({e}): .ci/run installs Debian's \
+                     qemu-system-x86 for this test"
+                )
+            });
+        Qemu { child, qmp }
+    }
+
+    /// Sends QMP commands in order and returns their replies; waits up to 30 s for the socket.
+    fn qmp(&mut self, commands: &[serde_json::Value]) -> Vec<serde_json::Value> {
+        use std::io::{BufRead, BufReader, Write};
+        use std::os::unix::net::UnixStream;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let stream = loop {
+            match UnixStream::connect(&self.qmp) {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("qemu exited before its QMP socket opened: {status}");
+                    }
+                    assert!(std::time::Instant::now() < deadline, "no QMP socket: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream;
+        let mut read_reply = || loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("QMP reply");
+            assert!(n > 0, "QMP closed");
+            let value: serde_json::Value = serde_json::from_str(&line).expect("QMP JSON");
+            if value.get("event").is_none() {
+                break value;
+            }
+        };
+        let greeting = read_reply();
+        assert!(greeting.get("QMP").is_some(), "{greeting}");
+        let mut replies = Vec::new();
+        for command in
+            std::iter::once(&serde_json::json!({"execute": "qmp_capabilities"})).chain(commands)
+        {
+            writeln!(writer, "{command}").expect("QMP send");
+            let reply = read_reply();
+            assert!(reply.get("error").is_none(), "{command}: {reply}");
+            replies.push(reply);
+        }
+        replies
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An ELF core from an independent writer: QEMU's `dump-guest-memory` of a guest whose RAM is
+/// the fixture's raw image. QEMU lays out its own segments (one per RAM block, the BIOS ROM at
+/// 4 GiB - 256 KiB), writes its own notes, and says EM_386 because its vCPU never left real mode.
+#[test]
+fn an_elf_core_written_by_qemu_reads_as_the_dump() {
+    let images = images_in("kds-cli-snapshots-qemu");
+    let dir = images.dump.parent().expect("dir").to_path_buf();
+    let core = dir.join("qemu.elf");
+    let mut qemu = Qemu::with_raw_image(&images.raw, &dir);
+    qemu.qmp(&[
+        serde_json::json!({"execute": "dump-guest-memory", "arguments": {
+            "paging": false, "protocol": format!("file:{}", core.display())}}),
+        serde_json::json!({"execute": "quit"}),
+    ]);
+    drop(qemu);
+
+    let bytes = std::fs::read(&core).expect("QEMU wrote the core");
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 3, "EM_386");
+
+    // Every page of the raw image is in QEMU's core at the same physical address.
+    let qemu_image = kds_runtime::target::PhysicalImage::open(&core).expect("core opens");
+    let raw = std::fs::read(&images.raw).expect("raw");
+    let mut page = vec![0u8; 0x1000];
+    for (pfn, want) in raw.chunks(0x1000).enumerate() {
+        qemu_image
+            .read_physical(pfn as u64 * 0x1000, &mut page[..want.len()])
+            .unwrap_or_else(|e| panic!("page {pfn:#x}: {e}"));
+        assert!(page[..want.len()] == *want, "page {pfn:#x} differs");
+    }
+
+    let want = run_playbook(&images.dump);
+    assert_eq!(want.status.code(), Some(0), "{}", text(&want.stderr));
+    let out = run_playbook(&core);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), text(&want.stdout));
+
+    let info = kds(&[
+        "info",
+        "-z",
+        core.to_str().expect("utf-8"),
+        "-y",
+        "examples/symbols",
+    ]);
+    let stdout = text(&info.stdout);
+    assert!(
+        stdout.contains("Loading ELF core (QEMU/libvirt) snapshot"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "DTB {:#x} from the processor start block",
+            images.dtb
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "kernel base {:#x}: MZ + RSDS ntkrnlmp.pdb",
+            images.kernel_base
+        )),
+        "{stdout}"
+    );
+}

@@ -247,12 +247,10 @@ impl PhysicalImage {
             (ImageFormat::Raw, None, vec![run])
         };
         let captured_pages = count_pages(&runs);
-        let arch = match machine {
-            // 32-bit x86 in an ELF64 core: whether the guest used PAE is not in the file;
-            // assume PAE (every 32-bit Windows since Vista boots with it) until discovery knows.
-            Some(EM_386) => Arch::X86 { pae: true },
-            _ => Arch::X64,
-        };
+        // Not from `e_machine`: QEMU writes EM_386 whenever the vCPU is outside long mode at
+        // dump time (a guest stopped in real mode, a 32-bit boot stage), whatever the OS is.
+        // The paging mode is decided by discovery, which validates page tables.
+        let arch = Arch::X64;
         let identity = TargetIdentity {
             kind: TargetKind::Snapshot {
                 path: name,
