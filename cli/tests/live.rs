@@ -338,6 +338,71 @@ fn a_recorded_live_run_replays_offline_with_the_same_output() {
     assert!(size < demo_size / 2, "{size} vs {demo_size}");
 }
 
+/// `kds snapshot -k ... --pages all`: a live kernel cannot list its pages, so the RAM runs come
+/// from the kernel's `MmPhysicalMemoryBlock`; the pages the emulator cannot give (RAM the demo
+/// dump does not hold) are left out and counted, and the written dump holds exactly the demo
+/// dump's pages and reads the same.
+#[test]
+fn a_live_snapshot_of_all_pages_holds_every_readable_ram_page() {
+    use kds_runtime::target::{DumpTarget, Target};
+    let demo = DumpTarget::open(&repo().join(DEMO)).expect("demo dump");
+    let demo_pfns = demo.captured_pfns().expect("the demo lists its pages");
+    let emu = Emulator::unix("snapshot-all", &[]);
+    let out_path = scratch("snapshot-all-out").join("all.dmp");
+    let out = kds(&[
+        "snapshot",
+        "-k",
+        &emu.connection,
+        "-y",
+        SYMBOLS,
+        "-o",
+        out_path.to_str().expect("utf-8"),
+        "--pages",
+        "all",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report = emu.finish();
+    assert_resumed_once(&report);
+    assert_eq!(report["write_attempts"], 0, "{report:#}");
+
+    let written = DumpTarget::open(&out_path).expect("the snapshot opens");
+    let written_pfns = written.captured_pfns().expect("pages");
+    assert_eq!(
+        written_pfns, demo_pfns,
+        "the snapshot holds the demo's pages"
+    );
+    // Every RAM page was asked for: the written ones plus those counted as unreadable are the
+    // RAM of the machine the demo was built from (`kds-fixture --seed 1`).
+    let table = "examples/symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz";
+    let fixture = kds_fixture::build(&kds_fixture::FixtureSpec::hung_server(
+        repo().join(table),
+        1,
+    ))
+    .expect("the demo's fixture");
+    let ram_pages: u64 = fixture.machine.phys.runs().iter().map(|run| run.1).sum();
+    let unreadable = ram_pages - demo_pfns.len() as u64;
+    assert!(
+        stderr.contains(&format!(
+            "wrote {}: {} pages (",
+            out_path.display(),
+            demo_pfns.len()
+        )) && stderr.contains(&format!(", {unreadable} chosen pages could not be read")),
+        "RAM {ram_pages} pages, {} in the demo: {stderr}",
+        demo_pfns.len()
+    );
+    let replay = kds(&[
+        "run",
+        PLAYBOOK,
+        "-z",
+        out_path.to_str().expect("utf-8"),
+        "-y",
+        SYMBOLS,
+    ]);
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay.stderr));
+    assert_eq!(text(&replay.stdout), dump_output(&[PLAYBOOK]));
+}
+
 #[test]
 fn a_script_error_still_resumes_the_target() {
     let emu = Emulator::unix("script-error", &[]);

@@ -5,6 +5,7 @@
 //! those a playbook run touched (a recording that replays offline).
 
 use crate::discovery::{kernel_half_frames, DiscoveryLimits};
+use crate::model::ModelContext;
 use crate::session::Session;
 use crate::target::{ProcessorContext, PAGE_SIZE};
 use kds_crashdump::{write_dump, DumpType, HeaderFields, WriteError, WriteKind};
@@ -17,7 +18,8 @@ use thiserror::Error;
 /// Which pages go into the dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageSelection {
-    /// Every page the target holds (dumps and images); a live kernel has no list of them.
+    /// Every page the target holds (dumps and images); for a live kernel, every page of the
+    /// RAM runs in the kernel's `MmPhysicalMemoryBlock`.
     All,
     /// Page tables of the kernel half and every frame they map there.
     Kernel,
@@ -28,8 +30,11 @@ pub enum PageSelection {
 /// Why no dump was written.
 #[derive(Debug, Error)]
 pub enum DumpWriteError {
-    #[error("this target cannot list its pages (a live kernel): use --pages kernel or touched")]
-    NoPageList,
+    #[error(
+        "this target cannot list its pages and the kernel's physical memory runs cannot be \
+         read ({0}): use --pages kernel"
+    )]
+    NoPageList(String),
     #[error("cannot create {path}: {source}")]
     Create {
         path: String,
@@ -66,7 +71,10 @@ pub fn write_bitmap_dump(
 ) -> Result<DumpWritten, DumpWriteError> {
     let target = &session.target;
     let wanted: Vec<u64> = match selection {
-        PageSelection::All => target.captured_pfns().ok_or(DumpWriteError::NoPageList)?,
+        PageSelection::All => match target.captured_pfns() {
+            Some(pfns) => pfns,
+            None => ram_frames(session).map_err(DumpWriteError::NoPageList)?,
+        },
         PageSelection::Kernel => kernel_half_frames(
             target.as_ref(),
             session.kernel_space.dtb(),
@@ -113,6 +121,66 @@ pub fn write_bitmap_dump(
         unreadable: (wanted.len() - readable.len()) as u64,
         file_size: std::fs::metadata(path).map_or(0, |m| m.len()),
     })
+}
+
+/// The most RAM runs believed: the descriptor Windows keeps has a handful (a dump header's
+/// copy holds 86); more means the memory read is not a descriptor.
+const MAX_RAM_RUNS: u64 = 1024;
+/// The most pages believed in one run or in all: 2^40 pages are 4 PiB, past any x64 machine.
+const MAX_RAM_PAGES: u64 = 1 << 40;
+
+/// Every page frame of RAM, from the kernel's `MmPhysicalMemoryBlock` (the runs a complete
+/// dump writes): what `--pages all` means for a target that cannot list its pages.
+fn ram_frames(session: &Session) -> Result<Vec<u64>, String> {
+    let model = ModelContext::from_session(session).map_err(|e| e.to_string())?;
+    let symbol = "MmPhysicalMemoryBlock";
+    let at = model
+        .symbol_address(symbol)
+        .ok_or_else(|| format!("the kernel's symbols have no `{symbol}`"))?;
+    let scope = model.kernel_scope();
+    let block = scope.read_pointer(at, symbol).map_err(|e| e.to_string())?;
+    if block == 0 {
+        return Err(format!("`{symbol}` is null"));
+    }
+    let descriptor = model
+        .object("_PHYSICAL_MEMORY_DESCRIPTOR", block)
+        .map_err(|e| e.to_string())?;
+    let number = |o: &crate::model::Object, field: &str| -> Result<u64, String> {
+        o.raw_field(field)
+            .map_err(|e| e.to_string())?
+            .as_u64()
+            .ok_or_else(|| format!("`{}.{field}` is not a number", o.type_name()))
+    };
+    let count = number(&descriptor, "NumberOfRuns")?;
+    if count == 0 || count > MAX_RAM_RUNS {
+        return Err(format!(
+            "the descriptor at {block:#x} says {count} runs (expected 1 to {MAX_RAM_RUNS})"
+        ));
+    }
+    let first_run = descriptor.field_address("Run").map_err(|e| e.to_string())?;
+    let run_size = model
+        .table()
+        .size_of("_PHYSICAL_MEMORY_RUN")
+        .map_err(|e| e.to_string())?;
+    let mut frames = Vec::new();
+    for index in 0..count {
+        let run = model
+            .object("_PHYSICAL_MEMORY_RUN", first_run + index * run_size)
+            .map_err(|e| e.to_string())?;
+        let base = number(&run, "BasePage")?;
+        let pages = number(&run, "PageCount")?;
+        if pages > MAX_RAM_PAGES
+            || base > MAX_RAM_PAGES
+            || frames.len() as u64 + pages > MAX_RAM_PAGES
+        {
+            return Err(format!(
+                "run {index} of the descriptor at {block:#x} ({pages:#x} pages at pfn {base:#x}) \
+                 is past any machine's memory"
+            ));
+        }
+        frames.extend(base..base + pages);
+    }
+    Ok(frames)
 }
 
 /// The header of the written dump: from the target's identity, else from the kernel's
