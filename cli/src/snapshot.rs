@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Pages {
-    /// Every page the target holds (dumps and images).
+    /// Every page the target holds (dumps and images); on a live kernel, every RAM page of
+    /// its physical memory runs (`MmPhysicalMemoryBlock`).
     All,
     /// The kernel half: its page tables and every frame they map.
     Kernel,
