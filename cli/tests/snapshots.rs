@@ -259,6 +259,12 @@ fn a_torn_capture_gives_warnings_naming_the_addresses_and_the_rest() {
         warnings.iter().any(|w| w.contains(&windbg(freed))),
         "{warnings:?}"
     );
+    // `!process` and the threads query both walk the process list: one warning per tear.
+    let torn = warnings
+        .iter()
+        .filter(|w| w.contains("torn") && w.contains(&windbg(torn_entry)))
+        .count();
+    assert_eq!(torn, 1, "{warnings:?}");
     // The processes up to the tear are listed, the ones after it are not.
     let listed = stdout.lines().filter(|l| l.starts_with("PROCESS ")).count();
     assert_eq!(listed, k + 1, "{stdout}");

@@ -18,7 +18,7 @@ use commands::command_error;
 use kds_lang::ast::{ExprKind, ParamType, Playbook, Severity, Span, Stmt, StmtKind};
 use kds_runtime::model::{ModelContext, Object, Pointer, Value};
 use kds_stdlib::Debugger;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// How to run: values for the playbook's parameters (`--set name=value`), and the directory
@@ -80,6 +80,8 @@ pub struct Interpreter {
     /// Debugger state the commands share: implicit process and thread, module lists.
     debugger: Debugger,
     items: Vec<OutputItem>,
+    /// Warnings already given: a torn list met by several walks is reported once.
+    warned: HashSet<String>,
     failed_expectations: usize,
     overrides: HashMap<String, String>,
     /// Loaded rhai extensions and the playbooks being included (`use`).
@@ -98,6 +100,7 @@ impl Interpreter {
             bindings: HashMap::new(),
             collections: HashMap::new(),
             items: Vec::new(),
+            warned: HashSet::new(),
             failed_expectations: 0,
             overrides: options.params.iter().cloned().collect(),
             extensions: extensions::Extensions::new(options.base_dir.clone()),
@@ -109,6 +112,8 @@ impl Interpreter {
     pub fn run(&mut self, source: &str, playbook: &Playbook) -> RunReport {
         self.source = source.to_string();
         self.failed_expectations = 0;
+        // Once per run: a REPL line that walks a torn list again says so again.
+        self.warned.clear();
         let error = self.statements(&playbook.statements).err();
         RunReport {
             items: std::mem::take(&mut self.items),
@@ -365,9 +370,7 @@ impl Interpreter {
                         .kernel_modules()
                         .map_err(|e| ExecError::from_model(&e, span))?;
                     for warning in &walked.warnings {
-                        self.items.push(OutputItem::Warning {
-                            message: warning.to_string(),
-                        });
+                        self.warn(warning.to_string());
                     }
                     let rows = walked.values();
                     self.collections.insert(key, rows.clone());
@@ -403,9 +406,7 @@ impl Interpreter {
         }
         .map_err(|e| ExecError::from_model(&e, span))?;
         for warning in &walked.warnings {
-            self.items.push(OutputItem::Warning {
-                message: warning.to_string(),
-            });
+            self.warn(warning.to_string());
         }
         let rows = walked.values();
         self.collections.insert(key, rows.clone());
@@ -479,6 +480,13 @@ impl Interpreter {
     /// Report what the debugger state met (torn lists) as warnings, in order.
     pub(crate) fn flush_debugger_warnings(&mut self) {
         for message in self.debugger.take_warnings() {
+            self.warn(message);
+        }
+    }
+
+    /// Give a warning unless the same one was already given in this run.
+    pub(crate) fn warn(&mut self, message: String) {
+        if self.warned.insert(message.clone()) {
             self.items.push(OutputItem::Warning { message });
         }
     }

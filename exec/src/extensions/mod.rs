@@ -214,11 +214,9 @@ impl Interpreter {
         let functions = loaded.map_err(|f| exec_error(f, span))?;
         for (name, _) in functions {
             if BUILTIN_FUNCTIONS.contains(&name.as_str()) {
-                self.items.push(OutputItem::Warning {
-                    message: format!(
-                        "`{name}` of `{written}` is hidden by kds's own `{name}`: the playbook cannot call it"
-                    ),
-                });
+                self.warn(format!(
+                    "`{name}` of `{written}` is hidden by kds's own `{name}`: the playbook cannot call it"
+                ));
             }
         }
         Ok(())
@@ -301,7 +299,7 @@ impl Interpreter {
         };
         let (printed, warnings) = host.take_output();
         for message in warnings {
-            self.items.push(OutputItem::Warning { message });
+            self.warn(message);
         }
         printed
     }
