@@ -191,7 +191,8 @@ fn header_fields(session: &Session, system_time: Option<u64>) -> HeaderFields {
     let bugcheck = session.bugcheck();
     let context = match session.target.processor_context(0) {
         Ok(ProcessorContext::X64(c)) => c.to_amd64_context(),
-        Err(_) => [0; kds_crashdump::CONTEXT64_SIZE],
+        // A 32-bit target's context goes into a 32-bit header (issue 8 brings that writer).
+        Ok(ProcessorContext::X86(_)) | Err(_) => [0; kds_crashdump::CONTEXT64_SIZE],
     };
     HeaderFields {
         major_version: if identity.checked_build { 0xC } else { 0xF },

@@ -5,7 +5,7 @@
 use crate::kernel::{
     load_symbols, locate_kernel, KernelError, KernelImage, LoadedSymbols, SymbolLoadError,
 };
-use crate::mmu::{AddressSpace, PagingSpec, X64};
+use crate::mmu::{AddressSpace, PagingSpec, X64, X86, X86_PAE};
 use crate::symbols::sympath::SymbolPath;
 use crate::symbols::SymbolTable;
 use crate::target::{Arch, Target};
@@ -26,8 +26,8 @@ pub struct Session {
 pub fn paging_spec(arch: Arch) -> Option<&'static PagingSpec> {
     match arch {
         Arch::X64 => Some(&X64),
-        // 32-bit paging arrives with the x86 work (issue 7/7).
-        Arch::X86 { .. } => None,
+        Arch::X86 { pae: true } => Some(&X86_PAE),
+        Arch::X86 { pae: false } => Some(&X86),
     }
 }
 

@@ -207,7 +207,11 @@ fn running_context(model: &Arc<ModelContext>, processor: u64) -> Result<Context,
     let header = u32::try_from(processor)
         .ok()
         .and_then(|p| model.target().processor_context(p).ok())
-        .map(|ProcessorContext::X64(c)| Context::from(&c));
+        .and_then(|context| match context {
+            ProcessorContext::X64(c) => Some(Context::from(&c)),
+            // The x86 unwinder has its own context (issue 8).
+            ProcessorContext::X86(_) => None,
+        });
     header
         .filter(|c| c.rip != 0)
         .or_else(from_prcb)

@@ -5,7 +5,7 @@ pub mod spec;
 mod tlb;
 mod walk;
 
-pub use spec::{PagingSpec, X64};
+pub use spec::{PagingSpec, X64, X86, X86_PAE};
 pub use tlb::Tlb;
 pub use walk::{translate, TranslateError, Translation};
 

@@ -93,8 +93,10 @@ pub fn translate(
                 depth == last,
             ));
         }
-        writable &= entry & bits::WRITE != 0;
-        user &= entry & bits::USER != 0;
+        if level.permissions {
+            writable &= entry & bits::WRITE != 0;
+            user &= entry & bits::USER != 0;
+        }
         let frame = entry & spec.frame_mask;
         let is_leaf = depth == last || (level.large_pages && entry & bits::LARGE != 0);
         if is_leaf {

@@ -24,6 +24,27 @@ impl Arch {
         }
     }
 
+    /// An address as this architecture holds it: a 32-bit kernel's addresses arrive
+    /// sign-extended in 64-bit fields (`KDDEBUGGER_DATA64`, KD packets) and are cut back to
+    /// 32 bits; x64 addresses are unchanged.
+    #[must_use]
+    pub fn narrow(self, address: u64) -> u64 {
+        match self {
+            Arch::X64 => address,
+            Arch::X86 { .. } => address & 0xFFFF_FFFF,
+        }
+    }
+
+    /// A 32-bit address sign-extended into a 64-bit field, as a 32-bit kernel writes
+    /// `KDDEBUGGER_DATA64` pointers and KD packet addresses; x64 addresses are unchanged.
+    #[must_use]
+    pub fn widen(self, address: u64) -> u64 {
+        match self {
+            Arch::X64 => address,
+            Arch::X86 { .. } => address as u32 as i32 as i64 as u64,
+        }
+    }
+
     /// The PE `Machine` value of the architecture.
     #[must_use]
     pub fn machine_type(self) -> u32 {

@@ -72,6 +72,102 @@ pub enum TargetError {
 #[serde(tag = "arch", rename_all = "lowercase")]
 pub enum ProcessorContext {
     X64(X64Context),
+    X86(X86Context),
+}
+
+/// The general-purpose, instruction, flag and segment registers of an x86 `CONTEXT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct X86Context {
+    pub eax: u32,
+    pub ecx: u32,
+    pub edx: u32,
+    pub ebx: u32,
+    pub esp: u32,
+    pub ebp: u32,
+    pub esi: u32,
+    pub edi: u32,
+    pub eip: u32,
+    pub eflags: u32,
+    pub cs: u16,
+    pub ss: u16,
+}
+
+/// Bytes of an x86 `CONTEXT` (`sizeof(CONTEXT)` with `ExtendedRegisters`).
+pub const X86_CONTEXT_SIZE: usize = 0x2CC;
+
+/// Offsets of the registers in an x86 `CONTEXT` (winnt.h; the x86 symbol tables' `_CONTEXT`
+/// agrees).
+mod x86_context_offsets {
+    pub const CONTEXT_FLAGS: usize = 0x00;
+    pub const EDI: usize = 0x9C;
+    pub const ESI: usize = 0xA0;
+    pub const EBX: usize = 0xA4;
+    pub const EDX: usize = 0xA8;
+    pub const ECX: usize = 0xAC;
+    pub const EAX: usize = 0xB0;
+    pub const EBP: usize = 0xB4;
+    pub const EIP: usize = 0xB8;
+    pub const SEG_CS: usize = 0xBC;
+    pub const EFLAGS: usize = 0xC0;
+    pub const ESP: usize = 0xC4;
+    pub const SEG_SS: usize = 0xC8;
+}
+
+impl X86Context {
+    /// An x86 `CONTEXT` holding these registers, with `ContextFlags` saying control, integer
+    /// and segment registers are valid; the inverse of [`X86Context::from_x86_context`].
+    #[must_use]
+    pub fn to_x86_context(&self) -> [u8; X86_CONTEXT_SIZE] {
+        use x86_context_offsets as off;
+        let mut raw = [0u8; X86_CONTEXT_SIZE];
+        let mut put = |at: usize, bytes: &[u8]| raw[at..at + bytes.len()].copy_from_slice(bytes);
+        // CONTEXT_i386 | CONTROL | INTEGER | SEGMENTS
+        put(off::CONTEXT_FLAGS, &0x0001_0007u32.to_le_bytes());
+        put(off::SEG_CS, &u32::from(self.cs).to_le_bytes());
+        put(off::SEG_SS, &u32::from(self.ss).to_le_bytes());
+        for (at, v) in [
+            (off::EDI, self.edi),
+            (off::ESI, self.esi),
+            (off::EBX, self.ebx),
+            (off::EDX, self.edx),
+            (off::ECX, self.ecx),
+            (off::EAX, self.eax),
+            (off::EBP, self.ebp),
+            (off::EIP, self.eip),
+            (off::EFLAGS, self.eflags),
+            (off::ESP, self.esp),
+        ] {
+            put(at, &v.to_le_bytes());
+        }
+        raw
+    }
+
+    /// The registers kds uses, out of a raw x86 `CONTEXT` (a 32-bit dump header's, KD's
+    /// GetContext reply from a 32-bit kernel). Short input reads as zeros.
+    #[must_use]
+    pub fn from_x86_context(raw: &[u8]) -> X86Context {
+        use x86_context_offsets as off;
+        let u32_at = |at: usize| {
+            raw.get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        X86Context {
+            eax: u32_at(off::EAX),
+            ecx: u32_at(off::ECX),
+            edx: u32_at(off::EDX),
+            ebx: u32_at(off::EBX),
+            esp: u32_at(off::ESP),
+            ebp: u32_at(off::EBP),
+            esi: u32_at(off::ESI),
+            edi: u32_at(off::EDI),
+            eip: u32_at(off::EIP),
+            eflags: u32_at(off::EFLAGS),
+            // Segment selectors are 16 bits stored in 32-bit slots.
+            cs: (u32_at(off::SEG_CS) & 0xFFFF) as u16,
+            ss: (u32_at(off::SEG_SS) & 0xFFFF) as u16,
+        }
+    }
 }
 
 /// The general-purpose, instruction, flag and segment registers of an AMD64 `CONTEXT`.
@@ -218,5 +314,50 @@ impl X64Context {
             r15: u64_at(0xF0),
             rip: u64_at(0xF8),
         }
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::{Arch, X86Context, X86_CONTEXT_SIZE};
+
+    #[test]
+    fn x86_context_round_trips_at_winnt_offsets() {
+        let context = X86Context {
+            eax: 1,
+            ecx: 2,
+            edx: 3,
+            ebx: 4,
+            esp: 0x8D3F_FC00,
+            ebp: 0x8D3F_FC28,
+            esi: 7,
+            edi: 8,
+            eip: 0x8288_1234,
+            eflags: 0x246,
+            cs: 8,
+            ss: 0x10,
+        };
+        let raw = context.to_x86_context();
+        assert_eq!(raw.len(), X86_CONTEXT_SIZE);
+        assert_eq!(&raw[0xB8..0xBC], &0x8288_1234u32.to_le_bytes(), "Eip");
+        assert_eq!(&raw[0xC4..0xC8], &0x8D3F_FC00u32.to_le_bytes(), "Esp");
+        assert_eq!(&raw[0xB4..0xB8], &0x8D3F_FC28u32.to_le_bytes(), "Ebp");
+        assert_eq!(X86Context::from_x86_context(&raw), context);
+        assert_eq!(
+            X86Context::from_x86_context(&raw[..0x10]),
+            X86Context::default()
+        );
+    }
+
+    #[test]
+    fn x86_addresses_narrow_from_and_widen_to_64_bit_fields() {
+        let x86 = Arch::X86 { pae: true };
+        assert_eq!(x86.narrow(0xFFFF_FFFF_8284_5000), 0x8284_5000);
+        assert_eq!(x86.widen(0x8284_5000), 0xFFFF_FFFF_8284_5000);
+        assert_eq!(x86.widen(0x7FFE_0000), 0x7FFE_0000);
+        assert_eq!(
+            Arch::X64.narrow(0xFFFF_F801_0000_0000),
+            0xFFFF_F801_0000_0000
+        );
     }
 }
