@@ -1,7 +1,8 @@
 //! Memory captures of a running system, without a crash-dump header: raw physical images
 //! (file offset = physical address) and ELF64 core files whose `PT_LOAD` segments map
 //! physical addresses through `p_paddr` (QEMU `dump-guest-memory`, libvirt
-//! `virsh dump --memory-only`).
+//! `virsh dump --memory-only`), and VMware `.vmem` files laid out by the `.vmss`/`.vmsn` state
+//! file beside them (see [`vmware`](self::vmware)).
 //!
 //! A [`PhysicalImage`] knows only bytes and where they sit in physical memory. It does not
 //! know the kernel's page-table root or base: those come from header-less discovery, and its
@@ -9,10 +10,12 @@
 
 mod discovered;
 mod elf;
+pub mod vmware;
 
 pub use discovered::{SnapshotOpenError, SnapshotTarget};
 
 pub use elf::{EM_386, EM_X86_64};
+pub use vmware::VmwareError;
 
 use super::{
     Arch, Capabilities, Consistency, ProcessorContext, ReadError, Target, TargetError,
@@ -30,6 +33,10 @@ pub enum ImageFormat {
     Raw,
     /// ELF64 core file: `PT_LOAD` segments at their `p_paddr`.
     ElfCore,
+    /// VMware `.vmem` whose regions come from the `.vmss`/`.vmsn` state file beside it.
+    Vmware,
+    /// VMware `.vmem` read as a raw image: no state file beside it, or one without regions.
+    VmwareFlat,
 }
 
 impl ImageFormat {
@@ -39,6 +46,8 @@ impl ImageFormat {
         match self {
             ImageFormat::Raw => "raw physical image",
             ImageFormat::ElfCore => "ELF core (QEMU/libvirt)",
+            ImageFormat::Vmware => "VMware .vmem",
+            ImageFormat::VmwareFlat => "VMware .vmem, read as raw",
         }
     }
 }
@@ -70,6 +79,11 @@ pub enum ImageError {
          open it as a crash dump (-z), not as a memory snapshot"
     )]
     CrashDump { signature: &'static str },
+    #[error(
+        "file starts with the VMware state-file magic {magic:#010x} at offset 0x0: \
+         this is a .vmss/.vmsn; open the .vmem beside it"
+    )]
+    VmwareState { magic: u32 },
     #[error("ELF header needs {needed:#x} bytes at offset 0x0, the file has {file_len:#x}")]
     ElfHeaderTruncated { needed: u64, file_len: u64 },
     #[error(
@@ -144,6 +158,69 @@ pub enum SnapshotError {
     },
     #[error("{}: {source}", path.display())]
     Image { path: PathBuf, source: ImageError },
+    #[error(
+        "{}: {source} (this VMware state file lays out the memory of {}; without a \
+         .vmss or .vmsn beside it the .vmem would be read as raw)",
+        state.display(), vmem.display()
+    )]
+    Vmware {
+        state: PathBuf,
+        vmem: PathBuf,
+        source: VmwareError,
+    },
+    #[error(
+        "{} is a VMware state file (layout and devices, no memory); the memory is in {}, \
+         which cannot be opened: {source}",
+        state.display(), vmem.display()
+    )]
+    VmemMissing {
+        state: PathBuf,
+        vmem: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which VMware file `path` names, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VmwareRole {
+    Memory,
+    State,
+}
+
+fn vmware_role(path: &Path) -> Option<VmwareRole> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "vmem" => Some(VmwareRole::Memory),
+        "vmss" | "vmsn" => Some(VmwareRole::State),
+        _ => None,
+    }
+}
+
+/// Memory-map `path`, refusing empty files (mapping them fails on some systems).
+fn map_file(path: &Path) -> Result<Storage, SnapshotError> {
+    let io_err = |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    if len == 0 {
+        return Err(SnapshotError::Image {
+            path: path.to_path_buf(),
+            source: ImageError::Empty,
+        });
+    }
+    // SAFETY: the mapping is read-only; like every mmap-based reader we rely on the file not
+    // being truncated or rewritten while it is mapped.
+    let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+    Ok(Storage::Mapped(map))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 enum Storage {
@@ -178,6 +255,7 @@ impl Storage {
 pub struct PhysicalImage {
     storage: Storage,
     format: ImageFormat,
+    format_name: String,
     machine: Option<u16>,
     runs: Vec<Run>,
     captured_pages: u64,
@@ -196,33 +274,138 @@ impl std::fmt::Debug for PhysicalImage {
 }
 
 impl PhysicalImage {
-    /// Memory-maps and validates the image at `path`; the format comes from its first bytes.
+    /// Memory-maps and validates the image at `path`; the format comes from its first bytes,
+    /// except for VMware files, known by their extension:
+    ///
+    /// - `x.vmem` is laid out by the regions of `x.vmss` (else `x.vmsn`) beside it; without
+    ///   either, or when the state file has no regions, it is read as a raw image
+    ///   ([`ImageFormat::VmwareFlat`]). A state file that cannot be parsed is an error.
+    /// - `x.vmss` / `x.vmsn` opens `x.vmem` beside it, laid out by this state file.
     ///
     /// The file must not be modified while the image lives (the usual memory-map caveat).
     pub fn open(path: &Path) -> Result<PhysicalImage, SnapshotError> {
-        let io_err = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let image_err = |source| SnapshotError::Image {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
-        if len == 0 {
-            // Mapping an empty file fails on some systems; say why instead.
-            return Err(image_err(ImageError::Empty));
+        match vmware_role(path) {
+            Some(VmwareRole::Memory) => {
+                let state = ["vmss", "vmsn"]
+                    .iter()
+                    .map(|ext| path.with_extension(ext))
+                    .find(|p| p.is_file());
+                Self::open_vmem(path, state.as_deref())
+            }
+            Some(VmwareRole::State) => {
+                let vmem = path.with_extension("vmem");
+                if let Err(source) = File::open(&vmem) {
+                    return Err(SnapshotError::VmemMissing {
+                        state: path.to_path_buf(),
+                        vmem,
+                        source,
+                    });
+                }
+                Self::open_vmem(&vmem, Some(path))
+            }
+            None => {
+                let storage = map_file(path)?;
+                Self::new(storage, path.display().to_string()).map_err(|source| {
+                    SnapshotError::Image {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })
+            }
         }
-        // SAFETY: the mapping is read-only; like every mmap-based reader we rely on the file not
-        // being truncated or rewritten while it is mapped.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        Self::new(Storage::Mapped(map), path.display().to_string()).map_err(image_err)
+    }
+
+    /// A `.vmem`, laid out by the state file `state` when it has regions, else flat.
+    fn open_vmem(vmem: &Path, state: Option<&Path>) -> Result<PhysicalImage, SnapshotError> {
+        let storage = map_file(vmem)?;
+        let vmem_len = storage.bytes().len() as u64;
+        let flat = vec![Run {
+            physical: 0,
+            file_offset: 0,
+            length: vmem_len,
+        }];
+        let name = vmem.display().to_string();
+        let Some(state) = state else {
+            let format_name = format!(
+                "{} (no {} or .vmsn beside it)",
+                ImageFormat::VmwareFlat.name(),
+                file_name(&vmem.with_extension("vmss"))
+            );
+            return Ok(Self::assemble(
+                storage,
+                ImageFormat::VmwareFlat,
+                format_name,
+                None,
+                flat,
+                name,
+            ));
+        };
+        let vmware_err = |source| SnapshotError::Vmware {
+            state: state.to_path_buf(),
+            vmem: vmem.to_path_buf(),
+            source,
+        };
+        let state_storage = map_file(state)?;
+        let parsed = vmware::parse_state(state_storage.bytes()).map_err(vmware_err)?;
+        let (format, detail, runs) = match parsed.regions {
+            None => (
+                ImageFormat::VmwareFlat,
+                format!("{} has no memory regions", file_name(state)),
+                flat,
+            ),
+            Some(regions) => (
+                ImageFormat::Vmware,
+                format!("regions from {}", file_name(state)),
+                vmware::region_runs(&regions, vmem_len).map_err(vmware_err)?,
+            ),
+        };
+        let format_name = format!("{} ({detail})", format.name());
+        Ok(Self::assemble(
+            storage,
+            format,
+            format_name,
+            None,
+            runs,
+            name,
+        ))
     }
 
     /// Validates an image held in memory; `name` is only for display.
     pub fn from_bytes(bytes: Vec<u8>, name: String) -> Result<PhysicalImage, ImageError> {
         Self::new(Storage::Owned(bytes), name)
+    }
+
+    /// Validates a `.vmem` held in memory with the bytes of its state file.
+    pub fn from_vmware_bytes(
+        vmem: Vec<u8>,
+        state: &[u8],
+        name: String,
+    ) -> Result<PhysicalImage, VmwareError> {
+        let vmem_len = vmem.len() as u64;
+        let parsed = vmware::parse_state(state)?;
+        let (format, runs) = match parsed.regions {
+            None => (
+                ImageFormat::VmwareFlat,
+                vec![Run {
+                    physical: 0,
+                    file_offset: 0,
+                    length: vmem_len,
+                }],
+            ),
+            Some(regions) => (
+                ImageFormat::Vmware,
+                vmware::region_runs(&regions, vmem_len)?,
+            ),
+        };
+        let format_name = format.name().to_string();
+        Ok(Self::assemble(
+            Storage::Owned(vmem),
+            format,
+            format_name,
+            None,
+            runs,
+            name,
+        ))
     }
 
     fn new(storage: Storage, name: String) -> Result<PhysicalImage, ImageError> {
@@ -235,6 +418,10 @@ impl PhysicalImage {
                 return Err(ImageError::CrashDump { signature });
             }
         }
+        if vmware::is_state_file(bytes) {
+            let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            return Err(ImageError::VmwareState { magic });
+        }
         let (format, machine, runs) = if bytes.starts_with(elf::ELF_MAGIC) {
             let core = elf::parse(bytes)?;
             (ImageFormat::ElfCore, Some(core.machine), core.runs)
@@ -246,6 +433,26 @@ impl PhysicalImage {
             };
             (ImageFormat::Raw, None, vec![run])
         };
+        let format_name = format.name().to_string();
+        Ok(Self::assemble(
+            storage,
+            format,
+            format_name,
+            machine,
+            runs,
+            name,
+        ))
+    }
+
+    /// The image from validated runs.
+    fn assemble(
+        storage: Storage,
+        format: ImageFormat,
+        format_name: String,
+        machine: Option<u16>,
+        runs: Vec<Run>,
+        name: String,
+    ) -> PhysicalImage {
         let captured_pages = count_pages(&runs);
         // Not from `e_machine`: QEMU writes EM_386 whenever the vCPU is outside long mode at
         // dump time (a guest stopped in real mode, a 32-bit boot stage), whatever the OS is.
@@ -254,7 +461,7 @@ impl PhysicalImage {
         let identity = TargetIdentity {
             kind: TargetKind::Snapshot {
                 path: name,
-                format: format.name().to_string(),
+                format: format_name.clone(),
             },
             arch,
             os_build: None,
@@ -273,14 +480,15 @@ impl PhysicalImage {
             consistency: Consistency::MayBeInconsistent,
             discovery: Vec::new(),
         };
-        Ok(PhysicalImage {
+        PhysicalImage {
             storage,
             format,
+            format_name,
             machine,
             runs,
             captured_pages,
             identity,
-        })
+        }
     }
 
     /// The whole file.
@@ -294,10 +502,11 @@ impl PhysicalImage {
         self.format
     }
 
-    /// "raw physical image" or "ELF core (QEMU/libvirt)".
+    /// "raw physical image", "ELF core (QEMU/libvirt)", or for VMware the format with where
+    /// its layout came from: "VMware .vmem (regions from x.vmss)".
     #[must_use]
-    pub fn format_name(&self) -> &'static str {
-        self.format.name()
+    pub fn format_name(&self) -> &str {
+        &self.format_name
     }
 
     /// The ELF header's `e_machine` ([`EM_X86_64`], [`EM_386`], ...); `None` for raw images.
@@ -416,8 +625,15 @@ impl Target for PhysicalImage {
         Err(TargetError::ContextUnavailable {
             processor,
             reason: format!(
-                "a {} holds memory only, no register state (ELF notes are not read)",
-                self.format_name()
+                "a {} holds memory only, no register state{}",
+                self.format_name(),
+                match self.format {
+                    ImageFormat::ElfCore => " (ELF notes are not read)",
+                    ImageFormat::Vmware | ImageFormat::VmwareFlat => {
+                        " (the state file's cpu group is not read)"
+                    }
+                    ImageFormat::Raw => "",
+                }
             ),
         })
     }
