@@ -159,8 +159,7 @@ pub enum SnapshotError {
     #[error("{}: {source}", path.display())]
     Image { path: PathBuf, source: ImageError },
     #[error(
-        "{}: {source} (this VMware state file lays out the memory of {}; without a \
-         .vmss or .vmsn beside it the .vmem would be read as raw)",
+        "{}, the memory layout of {}: {source}",
         state.display(), vmem.display()
     )]
     Vmware {

@@ -730,11 +730,11 @@ fn vmware_files_are_found_beside_each_other() {
     // A garbage .vmss is an error naming it, not a silent fallback.
     std::fs::write(dir.join("guest.vmss"), b"garbage, not a state file").unwrap();
     let err = PhysicalImage::open(&vmem_path).unwrap_err().to_string();
+    assert!(err.contains("guest.vmss, the memory layout of"), "{err}");
     assert!(
-        err.contains("guest.vmss: magic 0x62726167 at offset 0x0"),
+        err.contains("guest.vmem: magic 0x62726167 at offset 0x0"),
         "{err}"
     );
-    assert!(err.contains("guest.vmem"), "{err}");
 
     // A state file whose .vmem is gone.
     std::fs::write(dir.join("alone.vmsn"), &state).unwrap();
