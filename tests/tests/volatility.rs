@@ -361,6 +361,37 @@ fn volatility_reads_raw_images_and_elf_cores_of_every_build() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// VMware snapshots: Volatility 3's `VmwareLayer` lays out the fixture's `.vmem` with the
+/// regions of the `.vmss` beside it (the legacy hole left out of the file, so every page past it
+/// is at another file offset than its physical address) and lists the same processes and modules.
+#[test]
+fn volatility_reads_vmware_vmem_with_vmss_of_every_build() {
+    use kds_fixture::vmwarefile::write_vmware;
+    let dir = scratch_dir("volatility-vmware");
+    each_build(&dir, |name, table, dir, venv| {
+        let fixture = build(&FixtureSpec::hung_server(table, SEED)).expect("fixture builds");
+        let symbols = volatility_symbols(table, dir);
+        let vmem = dir.join("memory.vmem");
+        let vmss = write_vmware(&fixture, &vmem).expect("vmem and vmss written");
+        let cache = dir.join("cache-vmware");
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        let what = format!("{name} memory.vmem");
+        check_pslist(
+            &fixture,
+            &vol(venv, &vmem, &symbols, &cache, "windows.pslist"),
+            &what,
+        );
+        check_modules(
+            &fixture,
+            &vol(venv, &vmem, &symbols, &cache, "windows.modules"),
+            &what,
+        );
+        std::fs::remove_file(&vmem).ok();
+        std::fs::remove_file(&vmss).ok();
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// kds's `handles` field of each process, by PID, read from `dump`.
 fn kds_handle_counts(f: &Fixture, dump: &Path) -> HashMap<u64, Option<u64>> {
     let target: Arc<dyn Target> = Arc::new(DumpTarget::open(dump).expect("dump opens"));
