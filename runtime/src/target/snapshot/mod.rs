@@ -168,8 +168,8 @@ pub enum SnapshotError {
         source: VmwareError,
     },
     #[error(
-        "{} is a VMware state file (layout and devices, no memory); the memory is in {}, \
-         which cannot be opened: {source}",
+        "{} is a VMware state file; kds reads the memory from {} beside it, which cannot be \
+         opened ({source}); memory stored inside a .vmsn itself is not supported",
         state.display(), vmem.display()
     )]
     VmemMissing {
