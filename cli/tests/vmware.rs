@@ -5,7 +5,9 @@
 
 use kds_fixture::dumpfile::{write_dump, DumpKind};
 use kds_fixture::snapshotfile::write_raw_image;
-use kds_fixture::vmwarefile::{regions, write_vmware, HOLE_END, HOLE_START};
+use kds_fixture::vmwarefile::{
+    regions, state_file_with, write_vmware, Region, HOLE_END, HOLE_START,
+};
 use kds_fixture::{build, FixtureSpec};
 use kds_runtime::target::{ImageFormat, PhysicalImage, ReadError};
 use std::path::{Path, PathBuf};
@@ -45,7 +47,7 @@ struct Files {
     raw: PathBuf,
     vmem: PathBuf,
     vmss: PathBuf,
-    regions: usize,
+    regions: Vec<Region>,
 }
 
 fn files(name: &str) -> Files {
@@ -60,7 +62,7 @@ fn files(name: &str) -> Files {
     write_raw_image(&fixture, &raw).expect("raw");
     let vmss = write_vmware(&fixture, &vmem).expect("vmware");
     Files {
-        regions: regions(&fixture).expect("regions").len(),
+        regions: regions(&fixture).expect("regions"),
         dir,
         dump,
         raw,
@@ -93,14 +95,21 @@ fn info(target: &Path) -> Output {
 #[test]
 fn a_vmem_with_its_vmss_reads_as_the_dump() {
     let f = files("kds-cli-vmware");
-    assert_eq!(f.regions, 2);
+    assert_eq!(f.regions.len(), 2);
     let want = run_playbook(&f.dump);
     assert_eq!(want.status.code(), Some(0), "{}", text(&want.stderr));
     let want = text(&want.stdout);
     assert!(want.contains("Image: lsass.exe"));
 
-    // The .vmem, and the .vmss given instead (it opens the .vmem beside it).
-    for path in [&f.vmem, &f.vmss] {
+    // The same memory laid out by a version-0 state file whose "memory" group starts with
+    // tags in the large-data form.
+    let large = f.dir.join("large.vmem");
+    std::fs::copy(&f.vmem, &large).expect("copy");
+    let state = state_file_with(&f.regions, 0xbed2_bed0, true);
+    std::fs::write(large.with_extension("vmss"), state.expect("state")).expect("write");
+
+    // The .vmem, the .vmss given instead (it opens the .vmem beside it), the large-tag one.
+    for path in [&f.vmem, &f.vmss, &large] {
         let out = run_playbook(path);
         let stderr = text(&out.stderr);
         assert_eq!(
