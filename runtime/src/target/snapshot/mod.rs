@@ -375,6 +375,35 @@ impl PhysicalImage {
     }
 
     /// Validates a `.vmem` held in memory with the bytes of its state file.
+    ///
+    /// ```
+    /// use kds_runtime::target::{ImageFormat, PhysicalImage};
+    /// // Magic 0xbed3bed3, one group "memory" whose tags start at 0x5c.
+    /// let mut state = 0xbed3_bed3u32.to_le_bytes().to_vec();
+    /// state.extend([0, 0, 0, 0, 1, 0, 0, 0]);
+    /// let mut group = [0u8; 80];
+    /// group[..6].copy_from_slice(b"memory");
+    /// group[64..72].copy_from_slice(&0x5cu64.to_le_bytes());
+    /// state.extend(group);
+    /// // Tags: flags (index count << 6 | data size), name length, name, indices, data.
+    /// let mut tag = |name: &str, index: Option<u32>, value: u32| {
+    ///     state.extend([(u8::from(index.is_some()) << 6) | 4, name.len() as u8]);
+    ///     state.extend(name.as_bytes());
+    ///     state.extend(index.iter().flat_map(|i| i.to_le_bytes()));
+    ///     state.extend(value.to_le_bytes());
+    /// };
+    /// tag("regionsCount", None, 1);
+    /// tag("regionPPN", Some(0), 0x100); // physical page 0x100..
+    /// tag("regionPageNum", Some(0), 0); // ..is at .vmem page 0
+    /// tag("regionSize", Some(0), 2);
+    /// state.extend([0, 0]);
+    ///
+    /// let image = PhysicalImage::from_vmware_bytes(vec![7; 0x2000], &state, "x.vmem".into())?;
+    /// assert_eq!(image.format(), ImageFormat::Vmware);
+    /// assert_eq!(image.page(0x101).map(|p| p[0]), Some(7));
+    /// assert!(image.page(0).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_vmware_bytes(
         vmem: Vec<u8>,
         state: &[u8],
