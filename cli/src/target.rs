@@ -105,7 +105,8 @@ pub fn open(args: &TargetArgs, positional: Option<&PathBuf>) -> Result<Opened> {
                 .wrap_err_with(|| format!("cannot open {}", path.display()))?,
         )
     } else {
-        // No crash-dump header: a memory image (raw, ELF core); its kernel is found by scanning.
+        // No crash-dump header: a memory image (raw, ELF core, VMware .vmem/.vmss); its kernel is
+        // found by scanning.
         let snapshot = SnapshotTarget::open(path)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot open {} as a memory image", path.display()))?;

@@ -361,6 +361,48 @@ fn volatility_reads_raw_images_and_elf_cores_of_every_build() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// VMware snapshots: Volatility 3's `VmwareLayer` lays out the fixture's `.vmem` with the
+/// regions of the `.vmss` beside it (the legacy hole left out of the file, so every page past it
+/// is at another file offset than its physical address) and lists the same processes and modules.
+#[test]
+fn volatility_reads_vmware_vmem_with_vmss_of_every_build() {
+    use kds_fixture::vmwarefile::{regions, state_file_with, write_vmware};
+    let dir = scratch_dir("volatility-vmware");
+    each_build(&dir, |name, table, dir, venv| {
+        let fixture = build(&FixtureSpec::hung_server(table, SEED)).expect("fixture builds");
+        let symbols = volatility_symbols(table, dir);
+        let vmem = dir.join("memory.vmem");
+        let vmss = write_vmware(&fixture, &vmem).expect("vmem and vmss written");
+        // The same memory with a version-0 state file whose "memory" group starts with tags in
+        // the large-data form (4-byte sizes): both readers must step over them alike.
+        let large = dir.join("large.vmem");
+        std::fs::copy(&vmem, &large).expect("copy the vmem");
+        let state = state_file_with(&regions(&fixture).expect("regions"), 0xbed2_bed0, true)
+            .expect("state file");
+        std::fs::write(large.with_extension("vmss"), state).expect("large-tag vmss written");
+        for image in [&vmem, &large] {
+            let file = image.file_name().and_then(|n| n.to_str()).expect("name");
+            let cache = dir.join(format!("cache-{file}"));
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            let what = format!("{name} {file}");
+            check_pslist(
+                &fixture,
+                &vol(venv, image, &symbols, &cache, "windows.pslist"),
+                &what,
+            );
+            check_modules(
+                &fixture,
+                &vol(venv, image, &symbols, &cache, "windows.modules"),
+                &what,
+            );
+        }
+        for file in [&vmem, &vmss, &large, &large.with_extension("vmss")] {
+            std::fs::remove_file(file).ok();
+        }
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// kds's `handles` field of each process, by PID, read from `dump`.
 fn kds_handle_counts(f: &Fixture, dump: &Path) -> HashMap<u64, Option<u64>> {
     let target: Arc<dyn Target> = Arc::new(DumpTarget::open(dump).expect("dump opens"));

@@ -20,7 +20,7 @@ pub use live::{BreakIn, KdTarget, LiveOptions};
 pub use memory::MemoryTarget;
 pub use snapshot::{
     ImageError, ImageFormat, PhysicalImage, Run, SnapshotError, SnapshotOpenError, SnapshotTarget,
-    EM_386, EM_X86_64,
+    VmwareError, EM_386, EM_X86_64,
 };
 
 use thiserror::Error;

@@ -23,7 +23,7 @@ pub enum SnapshotOpenError {
     },
 }
 
-/// A raw or ELF memory image with its kernel found by scanning.
+/// A memory image (raw, ELF core, VMware `.vmem`) with its kernel found by scanning.
 pub struct SnapshotTarget {
     image: Arc<PhysicalImage>,
     identity: TargetIdentity,

@@ -1,7 +1,8 @@
 //! Memory captures of a running system, without a crash-dump header: raw physical images
 //! (file offset = physical address) and ELF64 core files whose `PT_LOAD` segments map
 //! physical addresses through `p_paddr` (QEMU `dump-guest-memory`, libvirt
-//! `virsh dump --memory-only`).
+//! `virsh dump --memory-only`), and VMware `.vmem` files laid out by the `.vmss`/`.vmsn` state
+//! file beside them (see [`vmware`](self::vmware)).
 //!
 //! A [`PhysicalImage`] knows only bytes and where they sit in physical memory. It does not
 //! know the kernel's page-table root or base: those come from header-less discovery, and its
@@ -9,10 +10,12 @@
 
 mod discovered;
 mod elf;
+pub mod vmware;
 
 pub use discovered::{SnapshotOpenError, SnapshotTarget};
 
 pub use elf::{EM_386, EM_X86_64};
+pub use vmware::VmwareError;
 
 use super::{
     Arch, Capabilities, Consistency, ProcessorContext, ReadError, Target, TargetError,
@@ -30,6 +33,10 @@ pub enum ImageFormat {
     Raw,
     /// ELF64 core file: `PT_LOAD` segments at their `p_paddr`.
     ElfCore,
+    /// VMware `.vmem` whose regions come from the `.vmss`/`.vmsn` state file beside it.
+    Vmware,
+    /// VMware `.vmem` read as a raw image: no state file beside it, or one without regions.
+    VmwareFlat,
 }
 
 impl ImageFormat {
@@ -39,6 +46,8 @@ impl ImageFormat {
         match self {
             ImageFormat::Raw => "raw physical image",
             ImageFormat::ElfCore => "ELF core (QEMU/libvirt)",
+            ImageFormat::Vmware => "VMware .vmem",
+            ImageFormat::VmwareFlat => "VMware .vmem, read as raw",
         }
     }
 }
@@ -70,6 +79,11 @@ pub enum ImageError {
          open it as a crash dump (-z), not as a memory snapshot"
     )]
     CrashDump { signature: &'static str },
+    #[error(
+        "file starts with the VMware state-file magic {magic:#010x} at offset 0x0: \
+         this is a .vmss/.vmsn; open the .vmem beside it"
+    )]
+    VmwareState { magic: u32 },
     #[error("ELF header needs {needed:#x} bytes at offset 0x0, the file has {file_len:#x}")]
     ElfHeaderTruncated { needed: u64, file_len: u64 },
     #[error(
@@ -144,6 +158,68 @@ pub enum SnapshotError {
     },
     #[error("{}: {source}", path.display())]
     Image { path: PathBuf, source: ImageError },
+    #[error(
+        "{}, the memory layout of {}: {source}",
+        state.display(), vmem.display()
+    )]
+    Vmware {
+        state: PathBuf,
+        vmem: PathBuf,
+        source: VmwareError,
+    },
+    #[error(
+        "{} is a VMware state file; kds reads the memory from {} beside it, which cannot be \
+         opened ({source}); memory stored inside a .vmsn itself is not supported",
+        state.display(), vmem.display()
+    )]
+    VmemMissing {
+        state: PathBuf,
+        vmem: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which VMware file `path` names, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VmwareRole {
+    Memory,
+    State,
+}
+
+fn vmware_role(path: &Path) -> Option<VmwareRole> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "vmem" => Some(VmwareRole::Memory),
+        "vmss" | "vmsn" => Some(VmwareRole::State),
+        _ => None,
+    }
+}
+
+/// Memory-map `path`, refusing empty files (mapping them fails on some systems).
+fn map_file(path: &Path) -> Result<Storage, SnapshotError> {
+    let io_err = |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    if len == 0 {
+        return Err(SnapshotError::Image {
+            path: path.to_path_buf(),
+            source: ImageError::Empty,
+        });
+    }
+    // SAFETY: the mapping is read-only; like every mmap-based reader we rely on the file not
+    // being truncated or rewritten while it is mapped.
+    let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+    Ok(Storage::Mapped(map))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 enum Storage {
@@ -178,6 +254,7 @@ impl Storage {
 pub struct PhysicalImage {
     storage: Storage,
     format: ImageFormat,
+    format_name: String,
     machine: Option<u16>,
     runs: Vec<Run>,
     captured_pages: u64,
@@ -196,33 +273,167 @@ impl std::fmt::Debug for PhysicalImage {
 }
 
 impl PhysicalImage {
-    /// Memory-maps and validates the image at `path`; the format comes from its first bytes.
+    /// Memory-maps and validates the image at `path`; the format comes from its first bytes,
+    /// except for VMware files, known by their extension:
+    ///
+    /// - `x.vmem` is laid out by the regions of `x.vmss` (else `x.vmsn`) beside it; without
+    ///   either, or when the state file has no regions, it is read as a raw image
+    ///   ([`ImageFormat::VmwareFlat`]). A state file that cannot be parsed is an error.
+    /// - `x.vmss` / `x.vmsn` opens `x.vmem` beside it, laid out by this state file.
     ///
     /// The file must not be modified while the image lives (the usual memory-map caveat).
     pub fn open(path: &Path) -> Result<PhysicalImage, SnapshotError> {
-        let io_err = |source| SnapshotError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let image_err = |source| SnapshotError::Image {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
-        if len == 0 {
-            // Mapping an empty file fails on some systems; say why instead.
-            return Err(image_err(ImageError::Empty));
+        match vmware_role(path) {
+            Some(VmwareRole::Memory) => {
+                let state = ["vmss", "vmsn"]
+                    .iter()
+                    .map(|ext| path.with_extension(ext))
+                    .find(|p| p.is_file());
+                Self::open_vmem(path, state.as_deref())
+            }
+            Some(VmwareRole::State) => {
+                let vmem = path.with_extension("vmem");
+                if let Err(source) = File::open(&vmem) {
+                    return Err(SnapshotError::VmemMissing {
+                        state: path.to_path_buf(),
+                        vmem,
+                        source,
+                    });
+                }
+                Self::open_vmem(&vmem, Some(path))
+            }
+            None => {
+                let storage = map_file(path)?;
+                Self::new(storage, path.display().to_string()).map_err(|source| {
+                    SnapshotError::Image {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })
+            }
         }
-        // SAFETY: the mapping is read-only; like every mmap-based reader we rely on the file not
-        // being truncated or rewritten while it is mapped.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        Self::new(Storage::Mapped(map), path.display().to_string()).map_err(image_err)
+    }
+
+    /// A `.vmem`, laid out by the state file `state` when it has regions, else flat.
+    fn open_vmem(vmem: &Path, state: Option<&Path>) -> Result<PhysicalImage, SnapshotError> {
+        let storage = map_file(vmem)?;
+        let vmem_len = storage.bytes().len() as u64;
+        let flat = vec![Run {
+            physical: 0,
+            file_offset: 0,
+            length: vmem_len,
+        }];
+        let name = vmem.display().to_string();
+        let Some(state) = state else {
+            let format_name = format!(
+                "{} (no {} or .vmsn beside it)",
+                ImageFormat::VmwareFlat.name(),
+                file_name(&vmem.with_extension("vmss"))
+            );
+            return Ok(Self::assemble(
+                storage,
+                ImageFormat::VmwareFlat,
+                format_name,
+                None,
+                flat,
+                name,
+            ));
+        };
+        let vmware_err = |source| SnapshotError::Vmware {
+            state: state.to_path_buf(),
+            vmem: vmem.to_path_buf(),
+            source,
+        };
+        let state_storage = map_file(state)?;
+        let parsed = vmware::parse_state(state_storage.bytes()).map_err(vmware_err)?;
+        let (format, detail, runs) = match parsed.regions {
+            None => (
+                ImageFormat::VmwareFlat,
+                format!("{} has no memory regions", file_name(state)),
+                flat,
+            ),
+            Some(regions) => (
+                ImageFormat::Vmware,
+                format!("regions from {}", file_name(state)),
+                vmware::region_runs(&regions, vmem_len).map_err(vmware_err)?,
+            ),
+        };
+        let format_name = format!("{} ({detail})", format.name());
+        Ok(Self::assemble(
+            storage,
+            format,
+            format_name,
+            None,
+            runs,
+            name,
+        ))
     }
 
     /// Validates an image held in memory; `name` is only for display.
     pub fn from_bytes(bytes: Vec<u8>, name: String) -> Result<PhysicalImage, ImageError> {
         Self::new(Storage::Owned(bytes), name)
+    }
+
+    /// Validates a `.vmem` held in memory with the bytes of its state file.
+    ///
+    /// ```
+    /// use kds_runtime::target::{ImageFormat, PhysicalImage};
+    /// // Magic 0xbed3bed3, one group "memory" whose tags start at 0x5c.
+    /// let mut state = 0xbed3_bed3u32.to_le_bytes().to_vec();
+    /// state.extend([0, 0, 0, 0, 1, 0, 0, 0]);
+    /// let mut group = [0u8; 80];
+    /// group[..6].copy_from_slice(b"memory");
+    /// group[64..72].copy_from_slice(&0x5cu64.to_le_bytes());
+    /// state.extend(group);
+    /// // Tags: flags (index count << 6 | data size), name length, name, indices, data.
+    /// let mut tag = |name: &str, index: Option<u32>, value: u32| {
+    ///     state.extend([(u8::from(index.is_some()) << 6) | 4, name.len() as u8]);
+    ///     state.extend(name.as_bytes());
+    ///     state.extend(index.iter().flat_map(|i| i.to_le_bytes()));
+    ///     state.extend(value.to_le_bytes());
+    /// };
+    /// tag("regionsCount", None, 1);
+    /// tag("regionPPN", Some(0), 0x100); // physical page 0x100..
+    /// tag("regionPageNum", Some(0), 0); // ..is at .vmem page 0
+    /// tag("regionSize", Some(0), 2);
+    /// state.extend([0, 0]);
+    ///
+    /// let image = PhysicalImage::from_vmware_bytes(vec![7; 0x2000], &state, "x.vmem".into())?;
+    /// assert_eq!(image.format(), ImageFormat::Vmware);
+    /// assert_eq!(image.page(0x101).map(|p| p[0]), Some(7));
+    /// assert!(image.page(0).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_vmware_bytes(
+        vmem: Vec<u8>,
+        state: &[u8],
+        name: String,
+    ) -> Result<PhysicalImage, VmwareError> {
+        let vmem_len = vmem.len() as u64;
+        let parsed = vmware::parse_state(state)?;
+        let (format, runs) = match parsed.regions {
+            None => (
+                ImageFormat::VmwareFlat,
+                vec![Run {
+                    physical: 0,
+                    file_offset: 0,
+                    length: vmem_len,
+                }],
+            ),
+            Some(regions) => (
+                ImageFormat::Vmware,
+                vmware::region_runs(&regions, vmem_len)?,
+            ),
+        };
+        let format_name = format.name().to_string();
+        Ok(Self::assemble(
+            Storage::Owned(vmem),
+            format,
+            format_name,
+            None,
+            runs,
+            name,
+        ))
     }
 
     fn new(storage: Storage, name: String) -> Result<PhysicalImage, ImageError> {
@@ -235,6 +446,10 @@ impl PhysicalImage {
                 return Err(ImageError::CrashDump { signature });
             }
         }
+        if vmware::is_state_file(bytes) {
+            let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            return Err(ImageError::VmwareState { magic });
+        }
         let (format, machine, runs) = if bytes.starts_with(elf::ELF_MAGIC) {
             let core = elf::parse(bytes)?;
             (ImageFormat::ElfCore, Some(core.machine), core.runs)
@@ -246,6 +461,26 @@ impl PhysicalImage {
             };
             (ImageFormat::Raw, None, vec![run])
         };
+        let format_name = format.name().to_string();
+        Ok(Self::assemble(
+            storage,
+            format,
+            format_name,
+            machine,
+            runs,
+            name,
+        ))
+    }
+
+    /// The image from validated runs.
+    fn assemble(
+        storage: Storage,
+        format: ImageFormat,
+        format_name: String,
+        machine: Option<u16>,
+        runs: Vec<Run>,
+        name: String,
+    ) -> PhysicalImage {
         let captured_pages = count_pages(&runs);
         // Not from `e_machine`: QEMU writes EM_386 whenever the vCPU is outside long mode at
         // dump time (a guest stopped in real mode, a 32-bit boot stage), whatever the OS is.
@@ -254,7 +489,7 @@ impl PhysicalImage {
         let identity = TargetIdentity {
             kind: TargetKind::Snapshot {
                 path: name,
-                format: format.name().to_string(),
+                format: format_name.clone(),
             },
             arch,
             os_build: None,
@@ -273,14 +508,15 @@ impl PhysicalImage {
             consistency: Consistency::MayBeInconsistent,
             discovery: Vec::new(),
         };
-        Ok(PhysicalImage {
+        PhysicalImage {
             storage,
             format,
+            format_name,
             machine,
             runs,
             captured_pages,
             identity,
-        })
+        }
     }
 
     /// The whole file.
@@ -294,10 +530,11 @@ impl PhysicalImage {
         self.format
     }
 
-    /// "raw physical image" or "ELF core (QEMU/libvirt)".
+    /// "raw physical image", "ELF core (QEMU/libvirt)", or for VMware the format with where
+    /// its layout came from: "VMware .vmem (regions from x.vmss)".
     #[must_use]
-    pub fn format_name(&self) -> &'static str {
-        self.format.name()
+    pub fn format_name(&self) -> &str {
+        &self.format_name
     }
 
     /// The ELF header's `e_machine` ([`EM_X86_64`], [`EM_386`], ...); `None` for raw images.
@@ -416,8 +653,15 @@ impl Target for PhysicalImage {
         Err(TargetError::ContextUnavailable {
             processor,
             reason: format!(
-                "a {} holds memory only, no register state (ELF notes are not read)",
-                self.format_name()
+                "a {} holds memory only, no register state{}",
+                self.format_name(),
+                match self.format {
+                    ImageFormat::ElfCore => " (ELF notes are not read)",
+                    ImageFormat::Vmware | ImageFormat::VmwareFlat => {
+                        " (the state file's cpu group is not read)"
+                    }
+                    ImageFormat::Raw => "",
+                }
             ),
         })
     }

@@ -391,3 +391,355 @@ fn pages_shared_by_unaligned_runs_count_once() {
     ];
     assert_eq!(count_pages(&runs), 4);
 }
+
+// --- VMware state files -------------------------------------------------------------------
+
+/// One tag: flags (index count, size code), name, indices, data in the small form.
+fn vm_tag(name: &str, indices: &[u32], data: &[u8]) -> Vec<u8> {
+    assert!(data.len() < 62);
+    let mut t = vec![
+        ((indices.len() as u8) << 6) | data.len() as u8,
+        name.len() as u8,
+    ];
+    t.extend(name.as_bytes());
+    for i in indices {
+        t.extend(i.to_le_bytes());
+    }
+    t.extend(data);
+    t
+}
+
+/// A tag in the large-data form: sizes of `width` bytes, 2 bytes of padding, then the data.
+fn vm_large_tag(name: &str, data: &[u8], width: usize) -> Vec<u8> {
+    let mut t = vec![62, name.len() as u8];
+    t.extend(name.as_bytes());
+    t.extend(&(data.len() as u64).to_le_bytes()[..width]);
+    t.extend(&(data.len() as u64).to_le_bytes()[..width]);
+    t.extend([0, 0]);
+    t.extend(data);
+    t
+}
+
+fn vm_u32(name: &str, indices: &[u32], v: u32) -> Vec<u8> {
+    vm_tag(name, indices, &v.to_le_bytes())
+}
+
+/// A state file with `groups` (name, tags without the end marker), tags after the table.
+fn vm_state(magic: u32, groups: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(magic.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend((groups.len() as u32).to_le_bytes());
+    let mut at = 12 + 80 * groups.len() as u64;
+    let mut bodies = Vec::new();
+    for (name, tags) in groups {
+        let mut entry = [0u8; 80];
+        entry[..name.len()].copy_from_slice(name.as_bytes());
+        entry[64..72].copy_from_slice(&at.to_le_bytes());
+        entry[72..80].copy_from_slice(&(tags.len() as u64 + 2).to_le_bytes());
+        b.extend(entry);
+        bodies.extend(tags);
+        bodies.extend([0, 0]);
+        at += tags.len() as u64 + 2;
+    }
+    b.extend(bodies);
+    b
+}
+
+/// Memory tags for regions `(ppn, page_num, pages)`, after unrelated tags of every form.
+fn vm_memory_tags(regions: &[(u32, u32, u32)], large_width: usize) -> Vec<u8> {
+    let mut t = vm_tag("align_mask", &[], &0xFFFFu32.to_le_bytes());
+    t.extend(vm_large_tag("hotSet", &[0xAB; 300], large_width));
+    t.extend(vm_tag("pair", &[1, 2], &[1]));
+    t.extend(vm_u32("regionsCount", &[], regions.len() as u32));
+    for (i, &(ppn, page_num, pages)) in regions.iter().enumerate() {
+        let i = i as u32;
+        t.extend(vm_u32("regionPageNum", &[i], page_num));
+        t.extend(vm_u32("regionPPN", &[i], ppn));
+        t.extend(vm_tag("regionSize", &[i], &u64::from(pages).to_le_bytes()));
+    }
+    t
+}
+
+/// Two regions: physical pages 0..2 at .vmem pages 0..2, physical 0x10..0x13 at .vmem 2..5.
+fn vm_sample(magic: u32) -> (Vec<u8>, Vec<u8>) {
+    let width = if magic & 0xF == 0 { 4 } else { 8 };
+    let state = vm_state(
+        magic,
+        &[
+            ("cpu", vm_u32("cpuid", &[0, 1], 7)),
+            ("memory", vm_memory_tags(&[(0x10, 2, 3), (0, 0, 2)], width)),
+        ],
+    );
+    let mut vmem = vec![0u8; 5 * P as usize];
+    for (o, byte) in vmem.iter_mut().enumerate() {
+        *byte = (o as u64 / P) as u8 + 1;
+    }
+    (state, vmem)
+}
+
+#[test]
+fn vmware_regions_map_physical_pages_to_vmem_pages_for_every_magic() {
+    for magic in vmware::STATE_MAGICS {
+        let (state, vmem) = vm_sample(magic);
+        let image = PhysicalImage::from_vmware_bytes(vmem, &state, "x.vmem".into()).unwrap();
+        assert_eq!(image.format(), ImageFormat::Vmware);
+        assert_eq!(
+            image.runs(),
+            &[
+                Run {
+                    physical: 0,
+                    file_offset: 0,
+                    length: 2 * P
+                },
+                Run {
+                    physical: 0x10 * P,
+                    file_offset: 2 * P,
+                    length: 3 * P
+                },
+            ],
+            "{magic:#x}"
+        );
+        assert_eq!(image.captured_pages(), 5);
+        assert_eq!(image.page(1).unwrap()[0], 2);
+        assert_eq!(image.page(0x10).unwrap()[0], 3);
+        assert_eq!(image.page(0x12).unwrap()[P as usize - 1], 5);
+        assert_eq!(
+            image.read_physical(2 * P, &mut [0u8; 1]),
+            Err(ReadError::PageNotCaptured { page: 2 * P })
+        );
+        assert_eq!(image.captured_pfns().unwrap(), vec![0, 1, 0x10, 0x11, 0x12]);
+    }
+}
+
+#[test]
+fn vmware_state_without_regions_reads_the_vmem_flat() {
+    let state = vm_state(0xbed2_bed2, &[("memory", vm_u32("align_mask", &[], 1))]);
+    let image = PhysicalImage::from_vmware_bytes(vec![9; 0x3000], &state, "x.vmem".into()).unwrap();
+    assert_eq!(image.format(), ImageFormat::VmwareFlat);
+    assert_eq!(image.end(), 0x3000);
+    let zero = vm_state(0xbed2_bed2, &[("memory", vm_u32("regionsCount", &[], 0))]);
+    let image = PhysicalImage::from_vmware_bytes(vec![9; 0x3000], &zero, "x.vmem".into()).unwrap();
+    assert_eq!(image.format(), ImageFormat::VmwareFlat);
+}
+
+#[test]
+fn vmware_state_header_errors() {
+    use vmware::{parse_state, VmwareError};
+    assert_eq!(
+        parse_state(&[0xd0, 0xbe, 0xd2]),
+        Err(VmwareError::HeaderTruncated { file_len: 3 })
+    );
+    let mut garbage = vec![0x5Au8; 4096];
+    assert_eq!(
+        parse_state(&garbage),
+        Err(VmwareError::UnknownMagic { magic: 0x5a5a_5a5a })
+    );
+    garbage[..4].copy_from_slice(&0xbed3_bed3u32.to_le_bytes());
+    assert_eq!(
+        parse_state(&garbage),
+        Err(VmwareError::GroupTableTruncated {
+            count: 0x5a5a_5a5a,
+            file_len: 4096
+        })
+    );
+    let no_memory = vm_state(0xbed3_bed3, &[("cpu", Vec::new())]);
+    assert_eq!(
+        parse_state(&no_memory),
+        Err(VmwareError::NoMemoryGroup { count: 1 })
+    );
+    // A state file handed over as an image says what it is.
+    assert_eq!(
+        PhysicalImage::from_bytes(no_memory, "x.vmss".into()).unwrap_err(),
+        ImageError::VmwareState { magic: 0xbed3_bed3 }
+    );
+}
+
+#[test]
+fn vmware_state_truncated_anywhere_is_an_error_not_a_panic() {
+    let (state, vmem) = vm_sample(0xbed3_bed3);
+    for len in 0..state.len() {
+        let err = PhysicalImage::from_vmware_bytes(vmem.clone(), &state[..len], "x".into())
+            .expect_err("truncated state file parses");
+        let text = err.to_string();
+        assert!(
+            text.contains("offset") || text.contains("bytes"),
+            "{len}: {text}"
+        );
+    }
+    // The tag holding regionSize[1] cut in its data: its offset and size are named.
+    let memory_at = 12 + 2 * 80 + vm_u32("cpuid", &[0, 1], 7).len() as u64 + 2;
+    let tags = vm_memory_tags(&[(0x10, 2, 3), (0, 0, 2)], 8);
+    let last = tags.len() - vm_tag("regionSize", &[1], &[0; 8]).len();
+    let cut = (memory_at as usize) + tags.len() - 3;
+    assert_eq!(
+        vmware::parse_state(&state[..cut]),
+        Err(vmware::VmwareError::TagTruncated {
+            offset: memory_at + last as u64,
+            needed: 2 + 10 + 4 + 8,
+            file_len: cut as u64
+        })
+    );
+}
+
+#[test]
+fn vmware_garbage_state_files_never_panic() {
+    let (state, vmem) = vm_sample(0xbed2_bed0);
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    for round in 0..2000 {
+        let mut s = state.clone();
+        for _ in 0..1 + round % 4 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = 4 + (rng as usize) % (s.len() - 4);
+            s[at] = (rng >> 40) as u8;
+        }
+        let _ = PhysicalImage::from_vmware_bytes(vmem.clone(), &s, "x".into());
+    }
+    // All-0xFF tags: huge index counts, large data with a size near 2^64.
+    let mut huge = vm_state(0xbed3_bed3, &[("memory", vec![0xFF; 40])]);
+    huge.truncate(huge.len() - 2);
+    assert!(matches!(
+        vmware::parse_state(&huge),
+        Err(vmware::VmwareError::TagTruncated { .. })
+    ));
+}
+
+#[test]
+fn vmware_region_errors_name_the_region() {
+    use vmware::VmwareError;
+    let state = |regions: &[(u32, u32, u32)]| {
+        vm_state(0xbed3_bed3, &[("memory", vm_memory_tags(regions, 8))])
+    };
+    let vmem = vec![0u8; 4 * P as usize];
+    let err = PhysicalImage::from_vmware_bytes(
+        vmem.clone(),
+        &state(&[(0, 0, 2), (0x100, 2, 3)]),
+        "x".into(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        VmwareError::RegionPastVmemEnd {
+            index: 1,
+            ppn: 0x100,
+            page_num: 2,
+            pages: 3,
+            end: 5 * P,
+            vmem_len: 4 * P
+        }
+    );
+    assert!(
+        err.to_string().starts_with("region 1 (physical page 0x100"),
+        "{err}"
+    );
+    let err =
+        PhysicalImage::from_vmware_bytes(vmem.clone(), &state(&[(0, 0, 2), (1, 2, 2)]), "x".into())
+            .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VmwareError::RegionsOverlap {
+                first: 0,
+                second: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // regionsCount says 2, only region 0 is there.
+    let mut tags = vm_u32("regionsCount", &[], 2);
+    tags.extend(vm_u32("regionPPN", &[0], 0));
+    tags.extend(vm_u32("regionPageNum", &[0], 0));
+    tags.extend(vm_u32("regionSize", &[0], 1));
+    tags.extend(vm_u32("regionPPN", &[1], 4));
+    let err = vmware::parse_state(&vm_state(0xbed3_bed3, &[("memory", tags)])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "regionsCount at offset 0x5c says 2 regions, but regionPageNum[1] is missing"
+    );
+    // A region tag of 3 bytes is not an integer VMware writes.
+    let mut tags = vm_u32("regionsCount", &[], 1);
+    tags.extend(vm_tag("regionPPN", &[0], &[1, 2, 3]));
+    let err = vmware::parse_state(&vm_state(0xbed3_bed3, &[("memory", tags)])).unwrap_err();
+    assert!(
+        matches!(err, VmwareError::TagNotInteger { size: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("tag regionPPN[0] at offset"),
+        "{err}"
+    );
+    // Pages beyond 64-bit addresses.
+    let mut tags = vm_u32("regionsCount", &[], 1);
+    tags.extend(vm_tag("regionPPN", &[0], &u64::MAX.to_le_bytes()));
+    tags.extend(vm_u32("regionPageNum", &[0], 0));
+    tags.extend(vm_u32("regionSize", &[0], 1));
+    let err = PhysicalImage::from_vmware_bytes(
+        vmem,
+        &vm_state(0xbed3_bed3, &[("memory", tags)]),
+        "x".into(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VmwareError::RegionOverflow { index: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn vmware_files_are_found_beside_each_other() {
+    let dir = std::env::temp_dir().join(format!("kds-vmware-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (state, vmem) = vm_sample(0xbed3_bed3);
+    let vmem_path = dir.join("guest.vmem");
+    std::fs::write(&vmem_path, &vmem).unwrap();
+
+    // No state file: flat, and the name says so.
+    let flat = PhysicalImage::open(&vmem_path).unwrap();
+    assert_eq!(flat.format(), ImageFormat::VmwareFlat);
+    assert_eq!(
+        flat.format_name(),
+        "VMware .vmem, read as raw (no guest.vmss or .vmsn beside it)"
+    );
+    assert_eq!(flat.end(), 5 * P);
+
+    // A .vmsn is used when there is no .vmss.
+    std::fs::write(dir.join("guest.vmsn"), &state).unwrap();
+    let image = PhysicalImage::open(&vmem_path).unwrap();
+    assert_eq!(
+        image.format_name(),
+        "VMware .vmem (regions from guest.vmsn)"
+    );
+    // The .vmss wins; opening it directly opens the .vmem.
+    std::fs::write(dir.join("guest.vmss"), &state).unwrap();
+    let image = PhysicalImage::open(&vmem_path).unwrap();
+    assert_eq!(
+        image.format_name(),
+        "VMware .vmem (regions from guest.vmss)"
+    );
+    let direct = PhysicalImage::open(&dir.join("guest.vmss")).unwrap();
+    assert_eq!(direct.runs(), image.runs());
+    match &direct.identity().kind {
+        TargetKind::Snapshot { path, .. } => assert!(path.ends_with("guest.vmem"), "{path}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A garbage .vmss is an error naming it, not a silent fallback.
+    std::fs::write(dir.join("guest.vmss"), b"garbage, not a state file").unwrap();
+    let err = PhysicalImage::open(&vmem_path).unwrap_err().to_string();
+    assert!(err.contains("guest.vmss, the memory layout of"), "{err}");
+    assert!(
+        err.contains("guest.vmem: magic 0x62726167 at offset 0x0"),
+        "{err}"
+    );
+
+    // A state file whose .vmem is gone.
+    std::fs::write(dir.join("alone.vmsn"), &state).unwrap();
+    let err = PhysicalImage::open(&dir.join("alone.vmsn")).unwrap_err();
+    assert!(matches!(err, SnapshotError::VmemMissing { .. }), "{err}");
+    assert!(err.to_string().contains("alone.vmem"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
