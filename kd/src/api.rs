@@ -14,6 +14,8 @@ pub const MAX_TRANSFER: usize = crate::packet::MAX_PAYLOAD - MANIPULATE_HEADER_L
 pub const STATE_CHANGE_LEN: usize = 0xF0;
 /// Length of an AMD64 `CONTEXT`.
 pub const AMD64_CONTEXT_LEN: usize = 1232;
+/// Bytes of the x86 `CONTEXT` a 32-bit kernel's GetContext returns.
+pub const X86_CONTEXT_LEN: usize = 0x2CC;
 
 /// NTSTATUS values the protocol uses.
 pub mod status {
@@ -380,8 +382,8 @@ impl StateChange {
         })
     }
 
-    /// A first-chance breakpoint exception, as a kernel reports a break-in. `instruction`
-    /// holds up to 16 bytes at the program counter for the control report.
+    /// A first-chance breakpoint exception, as a 64-bit kernel reports a break-in.
+    /// `instruction` holds up to 16 bytes at the program counter for the control report.
     #[must_use]
     pub fn break_in(
         processor: u16,
@@ -390,6 +392,43 @@ impl StateChange {
         pc: u64,
         instruction: &[u8],
     ) -> Vec<u8> {
+        let mut b = Self::break_in_common(processor, processor_count, thread, pc);
+        // AMD64 control report: Dr7 0x400 idle, then the instruction stream.
+        put_u64(&mut b, 0xC8, 0x400);
+        let n = instruction.len().min(16);
+        put_u16(&mut b, 0xD4, n as u16);
+        b[0xD8..0xD8 + n].copy_from_slice(&instruction[..n]);
+        b
+    }
+
+    /// The same break-in as a 32-bit kernel reports it: `thread` and `pc` sign-extended
+    /// into the 64-bit fields, and the x86 control report (Dr6, Dr7, instruction count,
+    /// report flags, 16 instruction bytes, Cs/Ds/Es/Fs, EFlags).
+    #[must_use]
+    pub fn break_in_x86(
+        processor: u16,
+        processor_count: u32,
+        thread: u32,
+        pc: u32,
+        instruction: &[u8],
+    ) -> Vec<u8> {
+        let widen = |v: u32| v as i32 as i64 as u64;
+        let mut b = Self::break_in_common(processor, processor_count, widen(thread), widen(pc));
+        put_u32(&mut b, 0xC4, 0x400);
+        let n = instruction.len().min(16);
+        put_u16(&mut b, 0xC8, n as u16);
+        // REPORT_INCLUDES_SEGS | REPORT_STANDARD_CS: kernel code segment 8.
+        put_u16(&mut b, 0xCA, 0x3);
+        b[0xCC..0xCC + n].copy_from_slice(&instruction[..n]);
+        put_u16(&mut b, 0xDC, 0x08);
+        put_u16(&mut b, 0xDE, 0x23);
+        put_u16(&mut b, 0xE0, 0x23);
+        put_u16(&mut b, 0xE2, 0x30);
+        put_u32(&mut b, 0xE4, 0x246);
+        b
+    }
+
+    fn break_in_common(processor: u16, processor_count: u32, thread: u64, pc: u64) -> Vec<u8> {
         let mut b = vec![0u8; STATE_CHANGE_LEN];
         put_u32(&mut b, 0, newstate::EXCEPTION);
         put_u16(&mut b, 6, processor);
@@ -399,11 +438,6 @@ impl StateChange {
         put_u32(&mut b, 0x20, status::BREAKPOINT);
         put_u64(&mut b, 0x30, pc);
         put_u32(&mut b, 0xB8, 1);
-        // AMD64 control report: Dr7 0x400 idle, then the instruction stream.
-        put_u64(&mut b, 0xC8, 0x400);
-        let n = instruction.len().min(16);
-        put_u16(&mut b, 0xD4, n as u16);
-        b[0xD8..0xD8 + n].copy_from_slice(&instruction[..n]);
         b
     }
 
@@ -496,6 +530,23 @@ mod tests {
         assert_eq!(s.processor_count, 2);
         assert_eq!(s.thread, 0xFFFF_A000_0000_0080);
         assert_eq!(s.program_counter, 0xFFFF_F800_1000_2000);
+    }
+
+    #[test]
+    fn x86_break_in_carries_sign_extended_addresses_and_the_x86_control_report() {
+        let raw = StateChange::break_in_x86(1, 2, 0x8554_2020, 0x8288_1234, &[0xCC, 0x90]);
+        assert_eq!(raw.len(), STATE_CHANGE_LEN);
+        let s = StateChange::decode(&raw).unwrap();
+        assert!(s.is_break_in());
+        assert_eq!(s.processor, 1);
+        assert_eq!(s.thread, 0xFFFF_FFFF_8554_2020);
+        assert_eq!(s.program_counter, 0xFFFF_FFFF_8288_1234);
+        // X86_DBGKD_CONTROL_REPORT: Dr6, Dr7, InstructionCount, ReportFlags, stream, Cs..Fs.
+        assert_eq!(u32_at(&raw, 0xC4), 0x400);
+        assert_eq!(u16_at(&raw, 0xC8), 2);
+        assert_eq!(&raw[0xCC..0xCE], &[0xCC, 0x90]);
+        assert_eq!(u16_at(&raw, 0xDC), 8);
+        assert_eq!(u32_at(&raw, 0xE4), 0x246);
     }
 
     #[test]

@@ -108,9 +108,10 @@ pub trait Kernel: Send {
     fn break_in_state(&self, processor: u16) -> BreakInState;
     fn read_virtual(&self, processor: u16, address: u64, buf: &mut [u8]) -> usize;
     fn read_physical(&self, address: u64, buf: &mut [u8]) -> usize;
-    /// The raw AMD64 `CONTEXT` (1232 bytes) of `processor`, if known.
+    /// The raw `CONTEXT` of `processor` (AMD64: 1232 bytes; x86: 0x2CC), if known.
     fn context(&self, processor: u16) -> Option<Vec<u8>>;
-    /// AMD64 control space: selector 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS, 3 KTHREAD.
+    /// Control space. AMD64: selector 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS, 3 KTHREAD;
+    /// x86: an offset into the processor's KPROCESSOR_STATE.
     fn control_space(&self, processor: u16, selector: u64, len: usize) -> Option<Vec<u8>>;
     fn read_msr(&self, processor: u16, msr: u32) -> Option<u64>;
     /// Write virtual memory (only with writes allowed); bytes written.
@@ -410,13 +411,24 @@ impl<K: Kernel> Debuggee<K> {
     fn send_state_change(&mut self, link: &mut dyn Link, processor: u16) -> Result<(), LinkError> {
         self.pending = None;
         let state = self.kernel.break_in_state(processor);
-        let payload = StateChange::break_in(
-            processor,
-            self.kernel.processor_count(),
-            state.thread,
-            state.pc,
-            &state.instruction,
-        );
+        let payload = if self.kernel.version().is_ptr64() {
+            StateChange::break_in(
+                processor,
+                self.kernel.processor_count(),
+                state.thread,
+                state.pc,
+                &state.instruction,
+            )
+        } else {
+            // A 32-bit kernel: its addresses are 32 bits, sign-extended on the wire.
+            StateChange::break_in_x86(
+                processor,
+                self.kernel.processor_count(),
+                (state.thread & 0xFFFF_FFFF) as u32,
+                (state.pc & 0xFFFF_FFFF) as u32,
+                &state.instruction,
+            )
+        };
         self.send_data(link, PacketType::StateChange64, payload, None)
     }
 

@@ -7,6 +7,7 @@
 
 use crate::api::{
     apinum, status, Manipulate, StateChange, Version, AMD64_CONTEXT_LEN, MAX_TRANSFER,
+    X86_CONTEXT_LEN,
 };
 use crate::cache::{BlockCache, Cached, BLOCK};
 use crate::framer::{Frame, FrameDecoder};
@@ -689,10 +690,15 @@ impl KdHost {
     pub fn get_context(&mut self, processor: u16) -> Result<Vec<u8>, KdError> {
         let reply = self.exchange(Manipulate::new(apinum::GET_CONTEXT, processor))?;
         check(&reply, "GetContext")?;
-        if reply.data.len() < AMD64_CONTEXT_LEN {
+        // A 32-bit kernel (GetVersion without PTR64) answers with an x86 CONTEXT.
+        let (what, needed) = match self.version {
+            Some(v) if !v.is_ptr64() => ("an x86 CONTEXT", X86_CONTEXT_LEN),
+            _ => ("an AMD64 CONTEXT", AMD64_CONTEXT_LEN),
+        };
+        if reply.data.len() < needed {
             return Err(KdError::Decode(crate::api::DecodeError::Short {
-                what: "an AMD64 CONTEXT",
-                needed: AMD64_CONTEXT_LEN,
+                what,
+                needed,
                 found: reply.data.len(),
             }));
         }

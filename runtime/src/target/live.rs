@@ -4,7 +4,7 @@
 
 use super::{
     Arch, Capabilities, Consistency, ProcessorContext, ReadError, Target, TargetError,
-    TargetIdentity, TargetKind, X64Context,
+    TargetIdentity, TargetKind, X64Context, X86Context,
 };
 use kds_kd::api::Version;
 use kds_kd::connection::Connection;
@@ -16,6 +16,14 @@ const SPECIAL_REGISTERS: u64 = 2;
 /// Cr0, Cr2, Cr3, Cr4 open KSPECIAL_REGISTERS, eight bytes each (fixed by the AMD64 KD
 /// protocol, not by a kernel build): Cr3 is the third.
 const CR3_OFFSET: usize = 0x10;
+/// On x86, control-space addresses are offsets into the processor's KPROCESSOR_STATE: its
+/// CONTEXT (0x2CC bytes), then KSPECIAL_REGISTERS, whose Cr0, Cr2, Cr3, Cr4 are four bytes
+/// each. Fixed by the x86 KD protocol (the debugger reads them before it has symbols).
+const X86_SPECIAL_REGISTERS: u64 = 0x2CC;
+const X86_CR3_OFFSET: usize = 8;
+const X86_CR4_OFFSET: usize = 0xC;
+/// CR4.PAE: the kernel pages with 3-level PAE tables.
+const CR4_PAE: u32 = 1 << 5;
 
 /// How to run a live session.
 #[derive(Clone, Default)]
@@ -84,29 +92,33 @@ impl KdTarget {
         version: Version,
     ) -> Result<(TargetIdentity, BreakIn), KdError> {
         let state = host.halted().cloned().ok_or(KdError::NotHalted)?;
-        let special = host.read_control_space(state.processor, SPECIAL_REGISTERS, 0x20)?;
-        let cr3 = special
-            .get(CR3_OFFSET..CR3_OFFSET + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| KdError::Status {
-                what: "ReadControlSpace (special registers) returned too little".into(),
-                status: kds_kd::api::status::UNSUCCESSFUL,
-            })?;
+        let (arch, directory_table_base) = if version.is_ptr64() {
+            let special = host.read_control_space(state.processor, SPECIAL_REGISTERS, 0x20)?;
+            let cr3 = le_u64(&special, CR3_OFFSET).ok_or_else(short_special_registers)?;
+            (Arch::X64, cr3 & !0xFFF)
+        } else {
+            let special = host.read_control_space(state.processor, X86_SPECIAL_REGISTERS, 0x10)?;
+            let cr3 = le_u32(&special, X86_CR3_OFFSET).ok_or_else(short_special_registers)?;
+            let cr4 = le_u32(&special, X86_CR4_OFFSET).ok_or_else(short_special_registers)?;
+            let arch = Arch::X86 {
+                pae: cr4 & CR4_PAE != 0,
+            };
+            let root_mask = crate::session::paging_spec(arch).map_or(!0xFFF, |s| s.root_mask);
+            (arch, u64::from(cr3) & root_mask)
+        };
+        // The debugger data list head is a LIST_ENTRY of the kernel's pointer size; its
+        // address and the KDBG address come sign-extended from a 32-bit kernel.
         let kdbg = (version.debugger_data_list != 0)
             .then(|| {
                 let mut flink = [0u8; 8];
-                host.read_virtual(version.debugger_data_list, &mut flink)
+                let width = usize::from(arch.pointer_size());
+                host.read_virtual(version.debugger_data_list, &mut flink[..width])
                     .ok()
                     .map(|()| u64::from_le_bytes(flink))
             })
             .flatten()
-            .filter(|&a| a != 0 && a != version.debugger_data_list);
-        let arch = if version.is_ptr64() {
-            Arch::X64
-        } else {
-            Arch::X86 { pae: true }
-        };
+            .map(|a| arch.narrow(a))
+            .filter(|&a| a != 0 && a != arch.narrow(version.debugger_data_list));
         let identity = TargetIdentity {
             kind: TargetKind::LiveKd {
                 connection: connection.text.clone(),
@@ -114,13 +126,13 @@ impl KdTarget {
             arch,
             os_build: Some(u32::from(version.minor)),
             checked_build: version.major == 0x0C,
-            kernel_base: Some(version.kernel_base),
+            kernel_base: Some(arch.narrow(version.kernel_base)),
             ps_loaded_module_list: (version.ps_loaded_module_list != 0)
-                .then_some(version.ps_loaded_module_list),
+                .then_some(arch.narrow(version.ps_loaded_module_list)),
             ps_active_process_head: None,
             kd_debugger_data_block: kdbg,
             pfn_database: None,
-            directory_table_base: cr3 & !0xFFF,
+            directory_table_base,
             bugcheck: None,
             processor_count: state.processor_count.max(1),
             system_time: None,
@@ -133,8 +145,8 @@ impl KdTarget {
             exception_code: state.exception_code,
             first_chance: state.first_chance,
             processor: state.processor,
-            thread: state.thread,
-            program_counter: state.program_counter,
+            thread: arch.narrow(state.thread),
+            program_counter: arch.narrow(state.program_counter),
         };
         Ok((identity, break_in))
     }
@@ -225,7 +237,10 @@ impl Target for KdTarget {
                         reason: e.to_string(),
                     })
             })?;
-        Ok(ProcessorContext::X64(X64Context::from_amd64_context(&raw)))
+        Ok(match self.identity.arch {
+            Arch::X64 => ProcessorContext::X64(X64Context::from_amd64_context(&raw)),
+            Arch::X86 { .. } => ProcessorContext::X86(X86Context::from_x86_context(&raw)),
+        })
     }
 
     fn resume(&self) -> Result<(), TargetError> {
@@ -240,4 +255,25 @@ impl Target for KdTarget {
     fn session_ended(&self) -> Option<String> {
         self.host().ended().map(str::to_string)
     }
+}
+
+fn short_special_registers() -> KdError {
+    KdError::Status {
+        what: "ReadControlSpace (special registers) returned too little".into(),
+        status: kds_kd::api::status::UNSUCCESSFUL,
+    }
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
 }
