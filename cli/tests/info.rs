@@ -1,29 +1,10 @@
 //! `kds info` as a user runs it: the README's demo command, bad dumps, missing symbols.
 
+mod common;
+
+use common::{kds, repo, text};
 use kds_fixture::{build, FixtureSpec};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
-
-fn kds(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kds"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH")
-        .output()
-        .expect("kds runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The backtick form WinDbg prints 64-bit addresses in.
 fn windbg(value: u64) -> String {

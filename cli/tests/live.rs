@@ -5,6 +5,9 @@
 
 #![cfg(unix)]
 
+mod common;
+
+use common::{kds, repo, text};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,10 +18,6 @@ use std::time::{Duration, Instant};
 const DEMO: &str = "examples/demo/MEMORY.DMP";
 const PLAYBOOK: &str = "examples/hang-triage.kds";
 const SYMBOLS: &str = "examples/symbols";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The emulator binary, built by cargo so it is never stale (a no-op when up to date).
 fn emulator_binary() -> &'static Path {
@@ -143,18 +142,6 @@ fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid; no memory is shared.
     let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal})");
-}
-
-fn kds(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kds"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("kds runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The playbook's output on the dump itself: what every live run must reproduce.

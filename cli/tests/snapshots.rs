@@ -2,6 +2,9 @@
 //! page-table root and the kernel are found by scanning; the hang playbook must read exactly as
 //! on the crash dump of the same machine.
 
+mod common;
+
+use common::{kds, repo, text};
 use kds_fixture::dumpfile::{write_dump, DumpKind};
 use kds_fixture::snapshotfile::{write_elf_core, write_raw_image};
 use kds_fixture::{build, FixtureSpec};
@@ -9,22 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const TABLE: &str = "examples/symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn kds(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kds"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("kds runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 struct Images {
     dump: PathBuf,

@@ -2,28 +2,12 @@
 //! local HTTP server on 127.0.0.1, downloaded into the downstream store once, then used from
 //! there with no request.
 
+mod common;
+
+use common::{kds, repo};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
-
-fn kds(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kds"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH")
-        .output()
-        .expect("kds runs")
-}
 
 const DEMO: &str = "examples/demo/MEMORY.DMP";
 const TABLE: &str = "ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz";

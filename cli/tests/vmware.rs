@@ -3,6 +3,9 @@
 //! differ from physical addresses); the hang playbook must read exactly as on the crash dump of
 //! the same machine.
 
+mod common;
+
+use common::{kds, repo, text};
 use kds_fixture::dumpfile::{write_dump, DumpKind};
 use kds_fixture::snapshotfile::write_raw_image;
 use kds_fixture::vmwarefile::{
@@ -11,26 +14,10 @@ use kds_fixture::vmwarefile::{
 use kds_fixture::{build, FixtureSpec};
 use kds_runtime::target::{ImageFormat, PhysicalImage, ReadError};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const TABLE: &str = "examples/symbols/ntkrnlmp.pdb/C339CA26E8E26BB7F4C9BB7B8244A46A-1.json.xz";
 const PAGE: u64 = 0x1000;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn kds(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kds"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("kds runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// An error report as one line: miette's frame and line breaks gone.
 fn one_line(report: &[u8]) -> String {
