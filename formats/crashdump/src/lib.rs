@@ -30,13 +30,15 @@ pub mod writer;
 
 pub use error::{DumpError, Found, MissingPage};
 pub use header::{
-    off, BitmapHeader, BitmapSignature, DumpType, Header64, PhysicalRun, RdmpHeader, COMMENT_SIZE,
-    CONTEXT64_SIZE, EXCEPTION_RECORD64_SIZE, HEADER64_SIZE, MACHINE_AMD64, MAX_RUNS, PAGE_PATTERN,
+    off, off32, BitmapHeader, BitmapSignature, Bitness, DumpType, Header32, Header64, PhysicalRun,
+    RdmpHeader, COMMENT_SIZE, CONTEXT32_SIZE, CONTEXT64_SIZE, EXCEPTION_RECORD32_SIZE,
+    EXCEPTION_RECORD64_SIZE, HEADER32_SIZE, HEADER64_SIZE, MACHINE_AMD64, MACHINE_I386, MAX_RUNS,
+    MAX_RUNS32, PAGE_PATTERN,
 };
 pub use reader::CrashDump;
 pub use writer::{
-    encode_headers, write_dump, EncodedHeaders, HeaderFields, WriteError, WriteKind,
-    MAX_BITMAP_BYTES,
+    encode_headers, encode_headers32, write_dump, write_dump32, EncodedHeaders, HeaderFields,
+    HeaderFields32, WriteError, WriteKind, MAX_BITMAP_BYTES,
 };
 
 /// Size of a physical page, and of every page stored in a dump.
