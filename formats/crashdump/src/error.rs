@@ -92,7 +92,7 @@ pub enum DumpError {
 
     #[error(
         "dump type {code:#x} at offset {offset:#x} cannot be read from a 32-bit dump (PAGEDUMP): expected 1, 2, 5 or 6{why}",
-        why = if matches!(code, 8 | 9 | 0xA) { " (types 8, 9 and 0xa keep RDMP page ranges, a 64-bit-only layout)" } else { "" },
+        why = if matches!(code, 8..=0xA) { " (types 8, 9 and 0xa keep RDMP page ranges, a 64-bit-only layout)" } else { "" },
     )]
     UnsupportedDumpType32 { offset: u64, code: u32 },
 

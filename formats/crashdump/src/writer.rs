@@ -1,5 +1,5 @@
-//! Writing full (type 1) and bitmap (types 2, 5, 6) dumps that Windows' own readers, kdmp-parser
-//! and Volatility 3 accept.
+//! Writing full (type 1) and bitmap (types 2, 5, 6) dumps that Windows' own readers,
+//! kdmp-parser and Volatility 3 accept: 64-bit (`PAGEDU64`) and 32-bit (`PAGEDUMP`) ones.
 //!
 //! What the independent readers require (checked in their sources):
 //!
@@ -26,6 +26,15 @@
 //! run by hand) read the written type 1 and type 5 files with the same pages and bytes, refused
 //! types 2 and 6 ("unsupported dump format"), and took a spare bit set past `Pages` for a page.
 //!
+//! 32-bit dumps ([`write_dump32`], [`HeaderFields32`]): Volatility 3's
+//! `WindowsCrashDump32Layer` checks "PAGE" and "DUMP" at 0, accepts `DumpType` 1 and 5, reads
+//! `NumberOfRuns` at 0x64 and runs of `{u32 BasePage, u32 PageCount}` from 0x6C with pages from
+//! 0x1000 (`headerpages = 1`), and for type 5 the same `_SUMMARY_DUMP` as 64-bit at 0x1000. The
+//! rest of `DUMP_HEADER32` follows DUMP-FORMATS.md and Volatility 2's `_DMP_HEADER` (`Comment`
+//! at 0x820, `ProductType` 0xF94, `SuiteMask` 0xF98). The 32-bit header is 0x1000 bytes of "PAGE"
+//! with its fields set, `PaeEnabled` 1 or 0 and the three bytes after it zero, the 1200-byte
+//! `ContextRecord` area zero past the 0x2CC-byte x86 `CONTEXT`; at most 86 runs.
+//!
 //! So this writer: fills 0..0x2000 with "PAGE" before setting fields; stores at most 42 runs;
 //! for bitmap dumps sets Pages to the highest pfn + 1, writes the bitmap padded with zero bytes
 //! to a multiple of 8, and puts the first page at the next 0x1000 boundary after it; sets
@@ -47,7 +56,9 @@ pub const MAX_BITMAP_BYTES: u64 = 1 << 32;
 /// Which page layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
-    /// Type 1: runs in the header, pages from 0x2000. At most [`MAX_RUNS`](crate::MAX_RUNS) runs of contiguous pfns.
+    /// Type 1: runs in the header, pages from 0x2000 (32-bit: 0x1000). At most
+    /// [`MAX_RUNS`](crate::MAX_RUNS) (32-bit: [`MAX_RUNS32`](crate::MAX_RUNS32)) runs of
+    /// contiguous pfns.
     Full,
     /// A bitmap dump: `BitmapFull` is written with the "FDMP" signature, `BitmapKernel` and
     /// `Kernel` (type 2) with "SDMP". kdmp-parser reads types 5 and 6, Volatility 3 only 5.
