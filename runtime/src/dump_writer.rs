@@ -1,5 +1,6 @@
-//! Writing a standard 64-bit bitmap crash dump from any target: a dump, a memory image or a
-//! live kernel. The header carries what WinDbg and kdmp-parser need to open it (DTB, list
+//! Writing a standard bitmap crash dump from any target: a dump, a memory image or a live
+//! kernel; 64-bit (`PAGEDU64`) for an x64 session, 32-bit (`PAGEDUMP`, with `PaeEnabled` from
+//! the paging mode and processor 0's x86 `CONTEXT`) for an x86 one. The header carries what WinDbg and kdmp-parser need to open it (DTB, list
 //! heads, KDBG, stop code, machine, processors, context); the pages are the ones chosen:
 //! everything captured, the kernel's (mapped in the kernel half, with their page tables), or
 //! those a playbook run touched (a recording that replays offline).
@@ -7,8 +8,10 @@
 use crate::discovery::{kernel_half_frames, DiscoveryLimits};
 use crate::model::ModelContext;
 use crate::session::Session;
-use crate::target::{ProcessorContext, PAGE_SIZE};
-use kds_crashdump::{write_dump, DumpType, HeaderFields, WriteError, WriteKind};
+use crate::target::{Arch, ProcessorContext, PAGE_SIZE};
+use kds_crashdump::{
+    write_dump, write_dump32, DumpType, HeaderFields, HeaderFields32, WriteError, WriteKind,
+};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::BufWriter;
@@ -61,7 +64,7 @@ pub struct DumpWritten {
 }
 
 /// Write `path` as a bitmap dump (type 5, "FDMP") holding the `selection` of `session`'s
-/// target. `system_time` is the capture time when the caller knows it (a live kernel's
+/// target: a 64-bit dump for an x64 target, a 32-bit one for an x86 target. `system_time` is the capture time when the caller knows it (a live kernel's
 /// `KUSER_SHARED_DATA.SystemTime`).
 pub fn write_bitmap_dump(
     session: &Session,
@@ -101,17 +104,19 @@ pub fn write_bitmap_dump(
     let kind = WriteKind::Bitmap {
         dump_type: DumpType::BitmapFull,
     };
-    write_dump(
-        BufWriter::new(file),
-        &header,
-        kind,
-        &readable,
-        |pfn, buf| {
-            target
-                .read_physical(pfn * PAGE_SIZE, buf)
-                .map_err(std::io::Error::other)
-        },
-    )
+    let read_page = |pfn: u64, buf: &mut [u8; PAGE_SIZE as usize]| {
+        target
+            .read_physical(pfn * PAGE_SIZE, buf)
+            .map_err(std::io::Error::other)
+    };
+    let out = BufWriter::new(file);
+    match target.identity().arch {
+        Arch::X64 => write_dump(out, &header, kind, &readable, read_page),
+        arch @ Arch::X86 { .. } => {
+            let header = header_fields32(session, &header, arch);
+            write_dump32(out, &header, kind, &readable, read_page)
+        }
+    }
     .map_err(|source| DumpWriteError::Write {
         path: path.display().to_string(),
         source,
@@ -191,7 +196,7 @@ fn header_fields(session: &Session, system_time: Option<u64>) -> HeaderFields {
     let bugcheck = session.bugcheck();
     let context = match session.target.processor_context(0) {
         Ok(ProcessorContext::X64(c)) => c.to_amd64_context(),
-        // A 32-bit target's context goes into a 32-bit header (issue 8 brings that writer).
+        // A 32-bit target's context goes into a 32-bit header: `header_fields32`.
         Ok(ProcessorContext::X86(_)) | Err(_) => [0; kds_crashdump::CONTEXT64_SIZE],
     };
     HeaderFields {
@@ -220,5 +225,112 @@ fn header_fields(session: &Session, system_time: Option<u64>) -> HeaderFields {
         system_up_time: identity.system_up_time.unwrap_or(0),
         comment: "written by kds".into(),
         ..HeaderFields::default()
+    }
+}
+
+/// The 32-bit header of an x86 target's dump: the 64-bit fields cut to 32 bits (a 32-bit
+/// kernel's addresses may arrive sign-extended), `PaeEnabled` from the paging mode, processor
+/// 0's x86 `CONTEXT`.
+fn header_fields32(session: &Session, wide: &HeaderFields, arch: Arch) -> HeaderFields32 {
+    let narrow = |v: u64| arch.narrow(v) as u32;
+    let context = match session.target.processor_context(0) {
+        Ok(ProcessorContext::X86(c)) => c.to_x86_context(),
+        Ok(ProcessorContext::X64(_)) | Err(_) => [0; kds_crashdump::CONTEXT32_SIZE],
+    };
+    HeaderFields32 {
+        major_version: wide.major_version,
+        minor_version: wide.minor_version,
+        directory_table_base: narrow(wide.directory_table_base),
+        pfn_database: narrow(wide.pfn_database),
+        ps_loaded_module_list: narrow(wide.ps_loaded_module_list),
+        ps_active_process_head: narrow(wide.ps_active_process_head),
+        number_processors: wide.number_processors,
+        bugcheck_code: wide.bugcheck_code,
+        bugcheck_parameters: wide.bugcheck_parameters.map(narrow),
+        pae_enabled: matches!(arch, Arch::X86 { pae: true }),
+        kd_debugger_data_block: narrow(wide.kd_debugger_data_block),
+        context,
+        system_time: wide.system_time,
+        system_up_time: wide.system_up_time,
+        comment: wide.comment.clone(),
+        ..HeaderFields32::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::sympath::SymbolPath;
+    use crate::target::{DumpTarget, Target, X86Context};
+    use kds_crashdump::{write_dump32, Bitness, CrashDump};
+    use std::sync::Arc;
+
+    /// An x86 PAE session (over a small 32-bit dump) snapshots to a 32-bit bitmap dump with
+    /// the same identity, context and pages.
+    #[test]
+    fn an_x86_session_writes_a_pagedump() {
+        let context = X86Context {
+            esp: 0x8078_9a00,
+            ebp: 0x8078_9abc,
+            eip: 0x8234_5678,
+            eflags: 0x246,
+            cs: 8,
+            ss: 0x10,
+            ..X86Context::default()
+        };
+        let header = HeaderFields32 {
+            minor_version: 19041,
+            directory_table_base: 0x39_020,
+            ps_loaded_module_list: 0x8273_a2d0,
+            ps_active_process_head: 0x8271_e040,
+            kd_debugger_data_block: 0x8270_0b20,
+            bugcheck_code: 0xE2,
+            bugcheck_parameters: [0x8000_0001, 2, 3, 4],
+            pae_enabled: true,
+            context: context.to_x86_context(),
+            ..HeaderFields32::default()
+        };
+        let pfns = [0x1, 0x39, 0x3a, 0x400];
+        let mut source = std::io::Cursor::new(Vec::new());
+        let kind = WriteKind::Bitmap {
+            dump_type: DumpType::BitmapKernel,
+        };
+        write_dump32(&mut source, &header, kind, &pfns, |pfn, page| {
+            page.fill(pfn as u8 ^ 0x5a);
+            Ok(())
+        })
+        .expect("write the source dump");
+        let dump = CrashDump::from_bytes(source.into_inner()).expect("read the source dump");
+        let target: Arc<dyn Target> = Arc::new(DumpTarget::from_dump(dump, "x86.dmp".into()));
+        let session = Session::open(target, SymbolPath::default()).expect("session");
+
+        let path = std::env::temp_dir().join(format!("kds-dump32-{}.dmp", std::process::id()));
+        let written =
+            write_bitmap_dump(&session, &PageSelection::All, None, &path).expect("snapshot");
+        assert_eq!(written.pages, 4);
+        let out = CrashDump::open(&path).expect("read the snapshot");
+        let _ = std::fs::remove_file(&path);
+
+        assert_eq!(&out.bytes()[..8], b"PAGEDUMP");
+        assert_eq!(out.bitness(), Bitness::Bits32);
+        assert_eq!(out.dump_type(), DumpType::BitmapFull);
+        assert_eq!(out.pae_enabled(), Some(true));
+        let h = out.header32().expect("32-bit header");
+        assert_eq!(h.directory_table_base, 0x39_020);
+        assert_eq!(h.ps_loaded_module_list, 0x8273_a2d0);
+        assert_eq!(h.ps_active_process_head, 0x8271_e040);
+        assert_eq!(h.kd_debugger_data_block, 0x8270_0b20);
+        assert_eq!(h.bugcheck_code, 0xE2);
+        assert_eq!(h.bugcheck_parameters, [0x8000_0001, 2, 3, 4]);
+        assert_eq!(h.minor_version, 19041);
+        assert_eq!(
+            (h.context_eip(), h.context_esp(), h.context_ebp()),
+            (0x8234_5678, 0x8078_9a00, 0x8078_9abc)
+        );
+        assert_eq!(X86Context::from_x86_context(&h.context), context);
+        assert_eq!(out.present_pfns().collect::<Vec<_>>(), pfns);
+        for pfn in pfns {
+            assert_eq!(out.page(pfn).map(|p| p[0]), Some(pfn as u8 ^ 0x5a));
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::bytes::Bytes;
 use crate::error::DumpError;
-use crate::header::{off, BitmapHeader};
+use crate::header::{BitmapHeader, BitmapOffsets};
 use crate::PAGE_SIZE;
 
 /// Number of 64-bit bitmap words covered by one cumulative count.
@@ -31,10 +31,15 @@ pub(crate) struct BitmapIndex {
 }
 
 impl BitmapIndex {
-    /// Validates the bitmap described by `hdr` against the file and builds the index.
-    pub(crate) fn build(data: Bytes<'_>, hdr: &BitmapHeader) -> Result<BitmapIndex, DumpError> {
+    /// Validates the bitmap described by `hdr` (whose fields are at `at`) against the file
+    /// and builds the index.
+    pub(crate) fn build(
+        data: Bytes<'_>,
+        hdr: &BitmapHeader,
+        at: BitmapOffsets,
+    ) -> Result<BitmapIndex, DumpError> {
         let file_len = data.len();
-        let bitmap_offset = off::BITMAP;
+        let bitmap_offset = at.bitmap;
         let bytes64 = hdr.pages.div_ceil(8);
         let past_end = || DumpError::BitmapPastEnd {
             offset: bitmap_offset as u64,
@@ -49,7 +54,7 @@ impl BitmapIndex {
         }
         if hdr.first_page < bitmap_end as u64 {
             return Err(DumpError::FirstPageInsideBitmap {
-                field_offset: off::BITMAP_FIRST_PAGE as u64,
+                field_offset: at.first_page as u64,
                 first_page: hdr.first_page,
                 bitmap_end: bitmap_end as u64,
             });
@@ -88,7 +93,7 @@ impl BitmapIndex {
         }
         if count != hdr.total_present_pages {
             return Err(DumpError::PresentPagesMismatch {
-                field_offset: off::BITMAP_TOTAL_PRESENT_PAGES as u64,
+                field_offset: at.total_present_pages as u64,
                 stated: hdr.total_present_pages,
                 bitmap_offset: bitmap_offset as u64,
                 counted: count,

@@ -35,9 +35,7 @@ impl Found {
     /// A hint about what kind of file starts with these bytes, if we recognise it.
     fn hint(&self) -> &'static str {
         let b = self.as_bytes();
-        if b == b"PAGEDUMP" {
-            " (a 32-bit dump)"
-        } else if b.starts_with(b"MDMP") {
+        if b.starts_with(b"MDMP") {
             " (a user-mode minidump)"
         } else if b.starts_with(b"HIBR") || b.starts_with(b"hibr") || b.starts_with(b"WAKE") {
             " (a hibernation file)"
@@ -91,6 +89,12 @@ pub enum DumpError {
         "unknown dump type {code:#x} at offset {offset:#x} (expected 1, 2, 5, 6, 8, 9 or 0xa)"
     )]
     UnknownDumpType { offset: u64, code: u32 },
+
+    #[error(
+        "dump type {code:#x} at offset {offset:#x} cannot be read from a 32-bit dump (PAGEDUMP): expected 1, 2, 5 or 6{why}",
+        why = if matches!(code, 8..=0xA) { " (types 8, 9 and 0xa keep RDMP page ranges, a 64-bit-only layout)" } else { "" },
+    )]
+    UnsupportedDumpType32 { offset: u64, code: u32 },
 
     #[error(
         "expected a bitmap header \"SDMPDUMP\" or \"FDMPDUMP\" at offset {offset:#x} for a {dump_type} (type {code}), found {found}",

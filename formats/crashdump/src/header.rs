@@ -1,8 +1,12 @@
-//! `DUMP_HEADER64`: the 0x2000-byte header at the start of every 64-bit kernel dump, and the
-//! page-area headers that follow it at 0x2000.
+//! `DUMP_HEADER64` and `DUMP_HEADER32`: the 0x2000- or 0x1000-byte header at the start of every
+//! kernel dump, and the page-area headers that follow it.
 //!
-//! Offsets were checked against kdmp-parser 0.8.2 (`src/structs.rs`, `Header64` is asserted to
-//! be 0x2000 bytes) and Volatility 3 (`symbols/windows/crash64.json`, `_DUMP_HEADER64`).
+//! 64-bit offsets were checked against kdmp-parser 0.8.2 (`src/structs.rs`, `Header64` is
+//! asserted to be 0x2000 bytes) and Volatility 3 (`symbols/windows/crash64.json`,
+//! `_DUMP_HEADER64`). 32-bit offsets ([`off32`]) follow /work/shared/DUMP-FORMATS.md, and where
+//! it is silent (`Comment`, `ProductType`, `SuiteMask`) Volatility 2's `crash_vtypes.py`
+//! (`_DMP_HEADER`) and MoonSols' `DUMP_HEADER32` (Bin2Dmp `dmp.h`); kdmp-parser does not read
+//! 32-bit dumps.
 
 use crate::bytes::Bytes;
 use crate::error::DumpError;
@@ -23,6 +27,160 @@ pub const MAX_RUNS: u32 = 42;
 pub const MACHINE_AMD64: u32 = 0x8664;
 /// What Windows writes into every header field it does not set: the ASCII bytes "PAGE".
 pub const PAGE_PATTERN: u32 = 0x4547_4150;
+
+/// Size in bytes of the x86 `CONTEXT` record stored at [`off32::CONTEXT`] (its 1200-byte
+/// `ContextRecord` area holds it and trailing unused bytes).
+pub const CONTEXT32_SIZE: usize = 0x2CC;
+/// Size in bytes of the `EXCEPTION_RECORD32` stored at [`off32::EXCEPTION`].
+pub const EXCEPTION_RECORD32_SIZE: usize = 0x50;
+/// Size in bytes of `DUMP_HEADER32`; the page area starts right after it.
+pub const HEADER32_SIZE: usize = 0x1000;
+/// The most runs `PHYSICAL_MEMORY_DESCRIPTOR32` can hold: its buffer is 700 bytes
+/// (0x64..0x320), an 8-byte head then 8 bytes per run.
+pub const MAX_RUNS32: u32 = 86;
+/// `MachineImageType` of an x86 dump (`IMAGE_FILE_MACHINE_I386`).
+pub const MACHINE_I386: u32 = 0x14C;
+
+/// Which of the two header layouts a dump has: the signature decides (`PAGEDU64` or `PAGEDUMP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bitness {
+    /// `DUMP_HEADER32`: "PAGEDUMP", 0x1000-byte header, 32-bit pointers and runs.
+    Bits32,
+    /// `DUMP_HEADER64`: "PAGEDU64", 0x2000-byte header, 64-bit pointers and runs.
+    Bits64,
+}
+
+impl Bitness {
+    /// The 8 signature bytes at offset 0.
+    #[must_use]
+    pub const fn signature(self) -> &'static [u8; 8] {
+        match self {
+            Bitness::Bits32 => b"PAGEDUMP",
+            Bitness::Bits64 => b"PAGEDU64",
+        }
+    }
+
+    /// Size of the header; the page area starts there.
+    #[must_use]
+    pub const fn header_size(self) -> usize {
+        match self {
+            Bitness::Bits32 => HEADER32_SIZE,
+            Bitness::Bits64 => HEADER64_SIZE,
+        }
+    }
+
+    /// Size in bytes of a pointer in the header (4 or 8).
+    #[must_use]
+    pub const fn pointer_size(self) -> u32 {
+        match self {
+            Bitness::Bits32 => 4,
+            Bitness::Bits64 => 8,
+        }
+    }
+
+    /// The most runs the header's physical memory descriptor holds.
+    #[must_use]
+    pub const fn max_runs(self) -> u32 {
+        match self {
+            Bitness::Bits32 => MAX_RUNS32,
+            Bitness::Bits64 => MAX_RUNS,
+        }
+    }
+}
+
+/// File offsets of the fields of `DUMP_HEADER32` and of its bitmap header (at 0x1000, the same
+/// `_SUMMARY_DUMP` layout as the 64-bit one at 0x2000, as Volatility 3's
+/// `WindowsCrashDump32Layer` reads it: `0x1000 * headerpages`).
+pub mod off32 {
+    /// "PAGE" then "DUMP".
+    pub const SIGNATURE: usize = 0x000;
+    pub const MAJOR_VERSION: usize = 0x008;
+    pub const MINOR_VERSION: usize = 0x00C;
+    /// u32; with PAE the PDPT's physical address, 32-byte aligned (low 12 bits not zero).
+    pub const DIRECTORY_TABLE_BASE: usize = 0x010;
+    pub const PFN_DATABASE: usize = 0x014;
+    pub const PS_LOADED_MODULE_LIST: usize = 0x018;
+    pub const PS_ACTIVE_PROCESS_HEAD: usize = 0x01C;
+    pub const MACHINE_IMAGE_TYPE: usize = 0x020;
+    pub const NUMBER_PROCESSORS: usize = 0x024;
+    pub const BUGCHECK_CODE: usize = 0x028;
+    /// u32 BugCheckParameter[4], stride 4.
+    pub const BUGCHECK_PARAMETERS: usize = 0x02C;
+    /// u8.
+    pub const PAE_ENABLED: usize = 0x05C;
+    /// u8 (Volatility 2); then two spare bytes.
+    pub const KD_SECONDARY_VERSION: usize = 0x05D;
+    pub const KD_DEBUGGER_DATA_BLOCK: usize = 0x060;
+    /// `PHYSICAL_MEMORY_DESCRIPTOR32`: u32 NumberOfRuns, u32 NumberOfPages, runs of
+    /// `{u32 BasePage, u32 PageCount}`; a 700-byte buffer.
+    pub const NUMBER_OF_RUNS: usize = 0x064;
+    pub const NUMBER_OF_PAGES: usize = 0x068;
+    pub const RUNS: usize = 0x06C;
+    /// x86 `CONTEXT`, 0x2CC bytes of a 1200-byte area.
+    pub const CONTEXT: usize = 0x320;
+    /// Size of the `ContextRecord` area at [`CONTEXT`].
+    pub const CONTEXT_AREA_SIZE: usize = 1200;
+    pub const EXCEPTION: usize = 0x7D0;
+    /// `Comment[128]`: not in DUMP-FORMATS.md; Volatility 2 `_DMP_HEADER`.
+    pub const COMMENT: usize = 0x820;
+    pub const DUMP_TYPE: usize = 0xF88;
+    /// Volatility 2 `_DMP_HEADER`.
+    pub const PRODUCT_TYPE: usize = 0xF94;
+    /// Volatility 2 `_DMP_HEADER`.
+    pub const SUITE_MASK: usize = 0xF98;
+    /// u64.
+    pub const REQUIRED_DUMP_SPACE: usize = 0xFA0;
+    /// u64.
+    pub const SYSTEM_UP_TIME: usize = 0xFB8;
+    /// u64 FILETIME.
+    pub const SYSTEM_TIME: usize = 0xFC0;
+
+    /// Bitmap header (`SDMP`/`FDMP`) at the start of the page area.
+    pub const BITMAP_HEADER: usize = 0x1000;
+    pub const BITMAP_VALID_DUMP: usize = 0x1004;
+    /// u64 file offset of the first stored page.
+    pub const BITMAP_FIRST_PAGE: usize = 0x1020;
+    /// u64 number of set bits.
+    pub const BITMAP_TOTAL_PRESENT_PAGES: usize = 0x1028;
+    /// u64 number of bits in the bitmap.
+    pub const BITMAP_PAGES: usize = 0x1030;
+    /// The bitmap; bit `i` of byte `i / 8` set = page `i` stored.
+    pub const BITMAP: usize = 0x1038;
+}
+
+/// Where a bitmap header's fields are, for one header layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BitmapOffsets {
+    pub(crate) header: usize,
+    pub(crate) valid_dump: usize,
+    pub(crate) first_page: usize,
+    pub(crate) total_present_pages: usize,
+    pub(crate) pages: usize,
+    pub(crate) bitmap: usize,
+}
+
+impl BitmapOffsets {
+    pub(crate) const fn of(bitness: Bitness) -> BitmapOffsets {
+        match bitness {
+            Bitness::Bits64 => BitmapOffsets {
+                header: off::BITMAP_HEADER,
+                valid_dump: off::BITMAP_VALID_DUMP,
+                first_page: off::BITMAP_FIRST_PAGE,
+                total_present_pages: off::BITMAP_TOTAL_PRESENT_PAGES,
+                pages: off::BITMAP_PAGES,
+                bitmap: off::BITMAP,
+            },
+            Bitness::Bits32 => BitmapOffsets {
+                header: off32::BITMAP_HEADER,
+                valid_dump: off32::BITMAP_VALID_DUMP,
+                first_page: off32::BITMAP_FIRST_PAGE,
+                total_present_pages: off32::BITMAP_TOTAL_PRESENT_PAGES,
+                pages: off32::BITMAP_PAGES,
+                bitmap: off32::BITMAP,
+            },
+        }
+    }
+}
 
 /// File offsets of the fields of `DUMP_HEADER64` and of the page-area headers.
 pub mod off {
@@ -330,4 +488,154 @@ fn decode_comment(raw: &[u8; COMMENT_SIZE]) -> String {
     }
     let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Every field of `DUMP_HEADER32` that means something, decoded at its stored width.
+///
+/// [`CrashDump::header`](crate::CrashDump::header) gives the same values widened into a
+/// [`Header64`] ([`Header32::widen`]); this type keeps what has no 64-bit counterpart:
+/// `PaeEnabled`, the x86 `CONTEXT` and the `EXCEPTION_RECORD32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header32 {
+    pub major_version: u32,
+    /// The build number (e.g. 19041).
+    pub minor_version: u32,
+    /// With PAE: the PDPT's physical address, 32-byte aligned (its low 12 bits are not zero).
+    pub directory_table_base: u32,
+    pub pfn_database: u32,
+    pub ps_loaded_module_list: u32,
+    pub ps_active_process_head: u32,
+    pub machine_image_type: u32,
+    pub number_processors: u32,
+    pub bugcheck_code: u32,
+    pub bugcheck_parameters: [u32; 4],
+    /// `PaeEnabled` (u8 at 0x5C) is non-zero: the kernel uses PAE paging.
+    pub pae_enabled: bool,
+    pub kd_debugger_data_block: u32,
+    /// The runs of `PHYSICAL_MEMORY_DESCRIPTOR32`, widened; same rules as
+    /// [`Header64::physical_memory_runs`], with at most [`MAX_RUNS32`].
+    pub physical_memory_runs: Vec<PhysicalRun>,
+    /// `NumberOfPages` of the descriptor, as stored.
+    pub number_of_pages: u32,
+    /// Raw x86 `CONTEXT` bytes at 0x320.
+    pub context: [u8; CONTEXT32_SIZE],
+    /// Raw `EXCEPTION_RECORD32` bytes at 0x7D0.
+    pub exception_record: [u8; EXCEPTION_RECORD32_SIZE],
+    pub dump_type_code: u32,
+    pub required_dump_space: u64,
+    /// FILETIME (100 ns since 1601-01-01 UTC).
+    pub system_time: u64,
+    /// Bytes of `Comment` (0x820) up to the first NUL; empty if unset.
+    pub comment: String,
+    pub system_up_time: u64,
+    /// `ProductType` (0xF94) as stored; the "PAGE" pattern if unset.
+    pub product_type: u32,
+    /// `SuiteMask` (0xF98) as stored; the "PAGE" pattern if unset.
+    pub suite_mask: u32,
+    /// The bitmap header at 0x1000, for dumps whose page area is a bitmap.
+    pub bitmap: Option<BitmapHeader>,
+}
+
+impl Header32 {
+    /// Decodes the fixed fields. `data` must hold at least [`HEADER32_SIZE`] bytes, the
+    /// signature must already be checked, and the runs/page-area headers are filled later.
+    pub(crate) fn parse_fixed(b: Bytes<'_>) -> Result<Header32, DumpError> {
+        let mut bugcheck_parameters = [0u32; 4];
+        for (i, p) in bugcheck_parameters.iter_mut().enumerate() {
+            *p = b.u32(off32::BUGCHECK_PARAMETERS + 4 * i, "BugCheckParameter")?;
+        }
+        let comment_bytes: [u8; COMMENT_SIZE] = b.array(off32::COMMENT, "Comment")?;
+        let [pae] = b.array(off32::PAE_ENABLED, "PaeEnabled")?;
+        Ok(Header32 {
+            major_version: b.u32(off32::MAJOR_VERSION, "MajorVersion")?,
+            minor_version: b.u32(off32::MINOR_VERSION, "MinorVersion")?,
+            directory_table_base: b.u32(off32::DIRECTORY_TABLE_BASE, "DirectoryTableBase")?,
+            pfn_database: b.u32(off32::PFN_DATABASE, "PfnDataBase")?,
+            ps_loaded_module_list: b.u32(off32::PS_LOADED_MODULE_LIST, "PsLoadedModuleList")?,
+            ps_active_process_head: b.u32(off32::PS_ACTIVE_PROCESS_HEAD, "PsActiveProcessHead")?,
+            machine_image_type: b.u32(off32::MACHINE_IMAGE_TYPE, "MachineImageType")?,
+            number_processors: b.u32(off32::NUMBER_PROCESSORS, "NumberProcessors")?,
+            bugcheck_code: b.u32(off32::BUGCHECK_CODE, "BugCheckCode")?,
+            bugcheck_parameters,
+            pae_enabled: pae != 0,
+            kd_debugger_data_block: b.u32(off32::KD_DEBUGGER_DATA_BLOCK, "KdDebuggerDataBlock")?,
+            physical_memory_runs: Vec::new(),
+            number_of_pages: b.u32(off32::NUMBER_OF_PAGES, "NumberOfPages")?,
+            context: b.array(off32::CONTEXT, "ContextRecord")?,
+            exception_record: b.array(off32::EXCEPTION, "Exception")?,
+            dump_type_code: b.u32(off32::DUMP_TYPE, "DumpType")?,
+            required_dump_space: b.u64(off32::REQUIRED_DUMP_SPACE, "RequiredDumpSpace")?,
+            system_time: b.u64(off32::SYSTEM_TIME, "SystemTime")?,
+            comment: decode_comment(&comment_bytes),
+            system_up_time: b.u64(off32::SYSTEM_UP_TIME, "SystemUpTime")?,
+            product_type: b.u32(off32::PRODUCT_TYPE, "ProductType")?,
+            suite_mask: b.u32(off32::SUITE_MASK, "SuiteMask")?,
+            bitmap: None,
+        })
+    }
+
+    /// The dump type, if `dump_type_code` is one this crate reads.
+    #[must_use]
+    pub fn dump_type(&self) -> Option<DumpType> {
+        DumpType::from_code(self.dump_type_code)
+    }
+
+    /// `Eip` from the context record (offset 0xB8 in the x86 `CONTEXT`).
+    #[must_use]
+    pub fn context_eip(&self) -> u32 {
+        context_u32(&self.context, 0xB8)
+    }
+
+    /// `Esp` from the context record (offset 0xC4).
+    #[must_use]
+    pub fn context_esp(&self) -> u32 {
+        context_u32(&self.context, 0xC4)
+    }
+
+    /// `Ebp` from the context record (offset 0xB4).
+    #[must_use]
+    pub fn context_ebp(&self) -> u32 {
+        context_u32(&self.context, 0xB4)
+    }
+
+    /// The same header with every pointer and parameter zero-extended to 64 bits (never
+    /// sign-extended: 0x8xxxxxxx stays 0x00000000_8xxxxxxx). `context` and `exception_record`
+    /// are left zero: the x86 records have other layouts and stay in this type.
+    #[must_use]
+    pub fn widen(&self) -> Header64 {
+        Header64 {
+            major_version: self.major_version,
+            minor_version: self.minor_version,
+            directory_table_base: u64::from(self.directory_table_base),
+            pfn_database: u64::from(self.pfn_database),
+            ps_loaded_module_list: u64::from(self.ps_loaded_module_list),
+            ps_active_process_head: u64::from(self.ps_active_process_head),
+            machine_image_type: self.machine_image_type,
+            number_processors: self.number_processors,
+            bugcheck_code: self.bugcheck_code,
+            bugcheck_parameters: self.bugcheck_parameters.map(u64::from),
+            kd_debugger_data_block: u64::from(self.kd_debugger_data_block),
+            physical_memory_runs: self.physical_memory_runs.clone(),
+            number_of_pages: u64::from(self.number_of_pages),
+            context: [0; CONTEXT64_SIZE],
+            exception_record: [0; EXCEPTION_RECORD64_SIZE],
+            dump_type_code: self.dump_type_code,
+            required_dump_space: self.required_dump_space,
+            system_time: self.system_time,
+            comment: self.comment.clone(),
+            system_up_time: self.system_up_time,
+            product_type: self.product_type,
+            suite_mask: self.suite_mask,
+            bitmap: self.bitmap,
+            rdmp: None,
+        }
+    }
+}
+
+fn context_u32(ctx: &[u8; CONTEXT32_SIZE], at: usize) -> u32 {
+    let mut le = [0u8; 4];
+    if let Some(src) = ctx.get(at..at + 4) {
+        le.copy_from_slice(src);
+    }
+    u32::from_le_bytes(le)
 }

@@ -1,4 +1,5 @@
-//! [`CrashDump`]: a validated, zero-copy view of a 64-bit kernel dump.
+//! [`CrashDump`]: a validated, zero-copy view of a 64-bit (`PAGEDU64`) or 32-bit (`PAGEDUMP`)
+//! kernel dump.
 
 use std::fmt;
 use std::fs::File;
@@ -10,8 +11,8 @@ use crate::bitmap_index::{BitmapIndex, BitmapPfns};
 use crate::bytes::Bytes;
 use crate::error::{DumpError, Found, MissingPage};
 use crate::header::{
-    off, BitmapHeader, BitmapSignature, DumpType, Header64, PhysicalRun, RdmpHeader, HEADER64_SIZE,
-    MAX_RUNS,
+    off, off32, BitmapHeader, BitmapOffsets, BitmapSignature, Bitness, DumpType, Header32,
+    Header64, PhysicalRun, RdmpHeader, HEADER32_SIZE, HEADER64_SIZE, MAX_RUNS, MAX_RUNS32,
 };
 use crate::run_index::RunIndex;
 use crate::PAGE_SIZE;
@@ -39,7 +40,12 @@ enum PageIndex {
     Bitmap(BitmapIndex),
 }
 
-/// A 64-bit Windows kernel crash dump (`PAGEDU64`), validated on open.
+/// A Windows kernel crash dump, 64-bit (`PAGEDU64`) or 32-bit (`PAGEDUMP`), validated on open.
+///
+/// [`header`](CrashDump::header) is a [`Header64`] for both: a 32-bit header's pointers come
+/// zero-extended ([`Header32::widen`]); [`header32`](CrashDump::header32) keeps the 32-bit
+/// header itself with `PaeEnabled` and the x86 `CONTEXT`, and [`bitness`](CrashDump::bitness)
+/// says which layout the file has.
 ///
 /// Opening reads the header and builds a page index in one pass over the bitmap (or the run
 /// list); after that [`page`](CrashDump::page) is O(1) and borrows straight from the file.
@@ -72,6 +78,15 @@ enum PageIndex {
 pub struct CrashDump {
     storage: Storage,
     header: Header64,
+    header32: Option<Header32>,
+    dump_type: DumpType,
+    index: PageIndex,
+}
+
+/// What opening a file found.
+struct Parsed {
+    header: Header64,
+    header32: Option<Header32>,
     dump_type: DumpType,
     index: PageIndex,
 }
@@ -102,19 +117,64 @@ impl CrashDump {
     }
 
     fn new(storage: Storage) -> Result<CrashDump, DumpError> {
-        let (header, dump_type, index) = parse(Bytes(storage.bytes()))?;
+        let Parsed {
+            header,
+            header32,
+            dump_type,
+            index,
+        } = parse(Bytes(storage.bytes()))?;
         Ok(CrashDump {
             storage,
             header,
+            header32,
             dump_type,
             index,
         })
     }
 
-    /// The decoded header.
+    /// The decoded header. For a 32-bit dump: its fields zero-extended, with `context` and
+    /// `exception_record` zero (see [`header32`](CrashDump::header32) for those).
     #[must_use]
     pub fn header(&self) -> &Header64 {
         &self.header
+    }
+
+    /// The 32-bit header as stored, for a `PAGEDUMP` file; `None` for a 64-bit dump.
+    #[must_use]
+    pub fn header32(&self) -> Option<&Header32> {
+        self.header32.as_ref()
+    }
+
+    /// Which header layout the file has.
+    #[must_use]
+    pub fn bitness(&self) -> Bitness {
+        if self.header32.is_some() {
+            Bitness::Bits32
+        } else {
+            Bitness::Bits64
+        }
+    }
+
+    /// `PaeEnabled` of a 32-bit dump; `None` for a 64-bit dump (which has no such field).
+    #[must_use]
+    pub fn pae_enabled(&self) -> Option<bool> {
+        self.header32.as_ref().map(|h| h.pae_enabled)
+    }
+
+    /// `MachineImageType` as stored (0x8664 AMD64, 0x14C x86).
+    #[must_use]
+    pub fn machine_image_type(&self) -> u32 {
+        self.header.machine_image_type
+    }
+
+    /// The raw `CONTEXT` of the crashing processor in the layout of the header's architecture:
+    /// 0x4D0 bytes of AMD64 `CONTEXT`, or 0x2CC bytes of x86 `CONTEXT`.
+    #[must_use]
+    pub fn context_record(&self) -> &[u8] {
+        match &self.header32 {
+            Some(h) => &h.context,
+            None => &self.header.context,
+        }
     }
 
     #[must_use]
@@ -224,14 +284,20 @@ impl Iterator for PresentPfns<'_> {
     }
 }
 
-fn parse(b: Bytes<'_>) -> Result<(Header64, DumpType, PageIndex), DumpError> {
+fn parse(b: Bytes<'_>) -> Result<Parsed, DumpError> {
     if b.0.is_empty() {
         return Err(DumpError::Empty);
     }
     let signature = b.0.get(..8).unwrap_or(b.0);
+    if signature == b"PAGEDUMP" {
+        return parse32(b);
+    }
     if signature != b"PAGEDU64" {
         if signature.len() < 8 && b"PAGEDU64".starts_with(signature) {
             return Err(truncated_header(b));
+        }
+        if signature.len() < 8 && b"PAGEDUMP".starts_with(signature) {
+            return Err(truncated_header32(b));
         }
         return Err(DumpError::BadSignature {
             found: Found::new(signature),
@@ -263,6 +329,7 @@ fn parse(b: Bytes<'_>) -> Result<(Header64, DumpType, PageIndex), DumpError> {
             PageIndex::Runs(RunIndex::build(
                 &header.physical_memory_runs,
                 off::RUNS as u64,
+                16,
                 HEADER64_SIZE as u64,
                 b.len(),
             )?)
@@ -276,12 +343,12 @@ fn parse(b: Bytes<'_>) -> Result<(Header64, DumpType, PageIndex), DumpError> {
                     found: Found::new(&found),
                 });
             }
-            bitmap_index(b, &mut header)?
+            bitmap_index(b, &mut header.bitmap, Bitness::Bits64)?
         }
         DumpType::KernelMemory | DumpType::KernelAndUserMemory | DumpType::CompleteMemory => {
             let found = page_area_signature(b)?;
             if BitmapSignature::from_bytes(first4(found)).is_some() && &found[4..8] == b"DUMP" {
-                bitmap_index(b, &mut header)?
+                bitmap_index(b, &mut header.bitmap, Bitness::Bits64)?
             } else if b.0.get(off::RDMP_SIGNATURE..off::RDMP_SIGNATURE + 8) == Some(b"RDMPDUMP")
                 && found[..4] == 0x40u32.to_le_bytes()
             {
@@ -295,7 +362,82 @@ fn parse(b: Bytes<'_>) -> Result<(Header64, DumpType, PageIndex), DumpError> {
             }
         }
     };
-    Ok((header, dump_type, index))
+    Ok(Parsed {
+        header,
+        header32: None,
+        dump_type,
+        index,
+    })
+}
+
+/// The 32-bit layout: `DUMP_HEADER32` (0x1000 bytes), runs of 8 bytes, the page area at 0x1000.
+/// Types 8, 9 and 0xA (`RDMP`) exist only as 64-bit dumps.
+fn parse32(b: Bytes<'_>) -> Result<Parsed, DumpError> {
+    if b.0.len() < HEADER32_SIZE {
+        return Err(truncated_header32(b));
+    }
+    let mut header = Header32::parse_fixed(b)?;
+    let unsupported = DumpError::UnsupportedDumpType32 {
+        offset: off32::DUMP_TYPE as u64,
+        code: header.dump_type_code,
+    };
+    let dump_type = header.dump_type().ok_or(unsupported)?;
+
+    let number_of_runs = b.u32(off32::NUMBER_OF_RUNS, "NumberOfRuns")?;
+    if number_of_runs <= MAX_RUNS32 {
+        header.physical_memory_runs = read_runs32(b, number_of_runs as usize)?;
+    }
+
+    let index = match dump_type {
+        DumpType::Full => {
+            if number_of_runs > MAX_RUNS32 {
+                return Err(DumpError::TooManyRuns {
+                    offset: off32::NUMBER_OF_RUNS as u64,
+                    count: number_of_runs,
+                    max: MAX_RUNS32,
+                });
+            }
+            PageIndex::Runs(RunIndex::build(
+                &header.physical_memory_runs,
+                off32::RUNS as u64,
+                8,
+                HEADER32_SIZE as u64,
+                b.len(),
+            )?)
+        }
+        DumpType::Kernel | DumpType::BitmapFull | DumpType::BitmapKernel => {
+            let found: [u8; 8] = b.array(off32::BITMAP_HEADER, "the page-area header signature")?;
+            if BitmapSignature::from_bytes(first4(found)).is_none() || &found[4..8] != b"DUMP" {
+                return Err(DumpError::BadBitmapSignature {
+                    offset: off32::BITMAP_HEADER as u64,
+                    code: dump_type.code(),
+                    found: Found::new(&found),
+                });
+            }
+            bitmap_index(b, &mut header.bitmap, Bitness::Bits32)?
+        }
+        DumpType::KernelMemory | DumpType::KernelAndUserMemory | DumpType::CompleteMemory => {
+            return Err(DumpError::UnsupportedDumpType32 {
+                offset: off32::DUMP_TYPE as u64,
+                code: dump_type.code(),
+            });
+        }
+    };
+    Ok(Parsed {
+        header: header.widen(),
+        header32: Some(header),
+        dump_type,
+        index,
+    })
+}
+
+fn truncated_header32(b: Bytes<'_>) -> DumpError {
+    DumpError::Truncated {
+        what: "the 32-bit dump header (DUMP_HEADER32)",
+        offset: 0,
+        needed: HEADER32_SIZE as u64,
+        file_len: b.len(),
+    }
 }
 
 fn truncated_header(b: Bytes<'_>) -> DumpError {
@@ -327,18 +469,35 @@ fn read_runs(b: Bytes<'_>, table: usize, count: usize) -> Result<Vec<PhysicalRun
     Ok(runs)
 }
 
-fn bitmap_index(b: Bytes<'_>, header: &mut Header64) -> Result<PageIndex, DumpError> {
+fn read_runs32(b: Bytes<'_>, count: usize) -> Result<Vec<PhysicalRun>, DumpError> {
+    let mut runs = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = off32::RUNS + 8 * i;
+        runs.push(PhysicalRun {
+            base_page: u64::from(b.u32(at, "a physical memory run")?),
+            page_count: u64::from(b.u32(at + 4, "a physical memory run")?),
+        });
+    }
+    Ok(runs)
+}
+
+fn bitmap_index(
+    b: Bytes<'_>,
+    slot: &mut Option<BitmapHeader>,
+    bitness: Bitness,
+) -> Result<PageIndex, DumpError> {
     let what = "the bitmap header";
-    let signature = BitmapSignature::from_bytes(b.array(off::BITMAP_HEADER, what)?)
-        .unwrap_or(BitmapSignature::Sdmp);
+    let at = BitmapOffsets::of(bitness);
+    let signature =
+        BitmapSignature::from_bytes(b.array(at.header, what)?).unwrap_or(BitmapSignature::Sdmp);
     let hdr = BitmapHeader {
         signature,
-        first_page: b.u64(off::BITMAP_FIRST_PAGE, what)?,
-        total_present_pages: b.u64(off::BITMAP_TOTAL_PRESENT_PAGES, what)?,
-        pages: b.u64(off::BITMAP_PAGES, what)?,
+        first_page: b.u64(at.first_page, what)?,
+        total_present_pages: b.u64(at.total_present_pages, what)?,
+        pages: b.u64(at.pages, what)?,
     };
-    header.bitmap = Some(hdr);
-    Ok(PageIndex::Bitmap(BitmapIndex::build(b, &hdr)?))
+    *slot = Some(hdr);
+    Ok(PageIndex::Bitmap(BitmapIndex::build(b, &hdr, at)?))
 }
 
 /// Page ranges of dump types 8, 9 and 0xA, read the way kdmp-parser 0.8.2 reads them
@@ -419,6 +578,7 @@ fn rdmp_index(
     Ok(PageIndex::Runs(RunIndex::build(
         &ranges,
         off::RDMP_RANGES as u64,
+        16,
         first_page,
         b.len(),
     )?))

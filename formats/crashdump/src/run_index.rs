@@ -1,5 +1,6 @@
 //! Page lookup for dumps that store runs of consecutive pages back to back: full dumps (runs
-//! from `PHYSICAL_MEMORY_DESCRIPTOR64`, pages from 0x2000) and `RDMP` dumps (page ranges at
+//! from `PHYSICAL_MEMORY_DESCRIPTOR64`, pages from 0x2000, or `PHYSICAL_MEMORY_DESCRIPTOR32`,
+//! pages from 0x1000) and `RDMP` dumps (page ranges at
 //! 0x2030, pages from the header's first-page offset).
 //!
 //! Invariant: runs are sorted by base page and do not overlap, and every page they describe
@@ -25,11 +26,12 @@ pub(crate) struct RunIndex {
 }
 
 impl RunIndex {
-    /// Validates `runs` (whose entries are 16 bytes apart from file offset `table_offset`) and
-    /// builds the index; pages are stored from file offset `first_page`.
+    /// Validates `runs` (whose entries are `stride` bytes apart from file offset
+    /// `table_offset`) and builds the index; pages are stored from file offset `first_page`.
     pub(crate) fn build(
         runs: &[PhysicalRun],
         table_offset: u64,
+        stride: u64,
         first_page: u64,
         file_len: u64,
     ) -> Result<RunIndex, DumpError> {
@@ -37,7 +39,7 @@ impl RunIndex {
         let mut total = 0u64;
         let mut previous_end = 0u64;
         for (index, run) in runs.iter().enumerate() {
-            let offset = table_offset + 16 * index as u64;
+            let offset = table_offset + stride * index as u64;
             let end = run
                 .base_page
                 .checked_add(run.page_count)

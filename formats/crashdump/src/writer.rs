@@ -1,5 +1,5 @@
-//! Writing full (type 1) and bitmap (types 2, 5, 6) dumps that Windows' own readers, kdmp-parser
-//! and Volatility 3 accept.
+//! Writing full (type 1) and bitmap (types 2, 5, 6) dumps that Windows' own readers,
+//! kdmp-parser and Volatility 3 accept: 64-bit (`PAGEDU64`) and 32-bit (`PAGEDUMP`) ones.
 //!
 //! What the independent readers require (checked in their sources):
 //!
@@ -26,6 +26,15 @@
 //! run by hand) read the written type 1 and type 5 files with the same pages and bytes, refused
 //! types 2 and 6 ("unsupported dump format"), and took a spare bit set past `Pages` for a page.
 //!
+//! 32-bit dumps ([`write_dump32`], [`HeaderFields32`]): Volatility 3's
+//! `WindowsCrashDump32Layer` checks "PAGE" and "DUMP" at 0, accepts `DumpType` 1 and 5, reads
+//! `NumberOfRuns` at 0x64 and runs of `{u32 BasePage, u32 PageCount}` from 0x6C with pages from
+//! 0x1000 (`headerpages = 1`), and for type 5 the same `_SUMMARY_DUMP` as 64-bit at 0x1000. The
+//! rest of `DUMP_HEADER32` follows DUMP-FORMATS.md and Volatility 2's `_DMP_HEADER` (`Comment`
+//! at 0x820, `ProductType` 0xF94, `SuiteMask` 0xF98). The 32-bit header is 0x1000 bytes of "PAGE"
+//! with its fields set, `PaeEnabled` 1 or 0 and the three bytes after it zero, the 1200-byte
+//! `ContextRecord` area zero past the 0x2CC-byte x86 `CONTEXT`; at most 86 runs.
+//!
 //! So this writer: fills 0..0x2000 with "PAGE" before setting fields; stores at most 42 runs;
 //! for bitmap dumps sets Pages to the highest pfn + 1, writes the bitmap padded with zero bytes
 //! to a multiple of 8, and puts the first page at the next 0x1000 boundary after it; sets
@@ -35,8 +44,9 @@
 use std::io::{self, Seek, Write};
 
 use crate::header::{
-    off, BitmapSignature, DumpType, Header64, PhysicalRun, COMMENT_SIZE, CONTEXT64_SIZE,
-    EXCEPTION_RECORD64_SIZE, HEADER64_SIZE, MACHINE_AMD64, MAX_RUNS, PAGE_PATTERN,
+    off, off32, BitmapOffsets, BitmapSignature, Bitness, DumpType, Header32, Header64, PhysicalRun,
+    COMMENT_SIZE, CONTEXT32_SIZE, CONTEXT64_SIZE, EXCEPTION_RECORD32_SIZE, EXCEPTION_RECORD64_SIZE,
+    MACHINE_AMD64, MACHINE_I386, PAGE_PATTERN,
 };
 use crate::PAGE_SIZE;
 
@@ -46,7 +56,9 @@ pub const MAX_BITMAP_BYTES: u64 = 1 << 32;
 /// Which page layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
-    /// Type 1: runs in the header, pages from 0x2000. At most [`MAX_RUNS`] runs of contiguous pfns.
+    /// Type 1: runs in the header, pages from 0x2000 (32-bit: 0x1000). At most
+    /// [`MAX_RUNS`](crate::MAX_RUNS) (32-bit: [`MAX_RUNS32`](crate::MAX_RUNS32)) runs of
+    /// contiguous pfns.
     Full,
     /// A bitmap dump: `BitmapFull` is written with the "FDMP" signature, `BitmapKernel` and
     /// `Kernel` (type 2) with "SDMP". kdmp-parser reads types 5 and 6, Volatility 3 only 5.
@@ -150,6 +162,96 @@ impl HeaderFields {
     }
 }
 
+/// Every header field a writer of a 32-bit (`PAGEDUMP`) dump chooses: [`HeaderFields`] at
+/// the widths of `DUMP_HEADER32`, plus `PaeEnabled`. Pointers are u32 so that a sign-extended
+/// 64-bit address cannot slip in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFields32 {
+    /// 0xF for a free build, 0xC for a checked build.
+    pub major_version: u32,
+    /// The build number.
+    pub minor_version: u32,
+    /// CR3 as the processor holds it: with PAE the PDPT's address, 32-byte aligned.
+    pub directory_table_base: u32,
+    pub pfn_database: u32,
+    pub ps_loaded_module_list: u32,
+    pub ps_active_process_head: u32,
+    pub number_processors: u32,
+    pub bugcheck_code: u32,
+    pub bugcheck_parameters: [u32; 4],
+    /// Stored as the u8 `PaeEnabled` at 0x5C (1 or 0).
+    pub pae_enabled: bool,
+    pub kd_debugger_data_block: u32,
+    /// Raw x86 `CONTEXT` (0x2CC bytes), stored at 0x320.
+    pub context: [u8; CONTEXT32_SIZE],
+    /// Raw `EXCEPTION_RECORD32`, stored at 0x7D0.
+    pub exception_record: [u8; EXCEPTION_RECORD32_SIZE],
+    /// FILETIME.
+    pub system_time: u64,
+    pub system_up_time: u64,
+    /// ASCII, at most 128 bytes, no NUL; stored at 0x820.
+    pub comment: String,
+    pub product_type: u32,
+    pub suite_mask: u32,
+    /// As [`HeaderFields::bitmap_pages`].
+    pub bitmap_pages: Option<u64>,
+}
+
+impl Default for HeaderFields32 {
+    /// A free-build, one-processor PAE workstation with every address zero.
+    fn default() -> Self {
+        HeaderFields32 {
+            major_version: 0xF,
+            minor_version: 0,
+            directory_table_base: 0,
+            pfn_database: 0,
+            ps_loaded_module_list: 0,
+            ps_active_process_head: 0,
+            number_processors: 1,
+            bugcheck_code: 0,
+            bugcheck_parameters: [0; 4],
+            pae_enabled: true,
+            kd_debugger_data_block: 0,
+            context: [0; CONTEXT32_SIZE],
+            exception_record: [0; EXCEPTION_RECORD32_SIZE],
+            system_time: 0,
+            system_up_time: 0,
+            comment: String::new(),
+            product_type: 1,
+            suite_mask: 0x110,
+            bitmap_pages: None,
+        }
+    }
+}
+
+impl HeaderFields32 {
+    /// The fields of an existing 32-bit dump's header, to write it again.
+    #[must_use]
+    pub fn from_header(h: &Header32) -> HeaderFields32 {
+        HeaderFields32 {
+            major_version: h.major_version,
+            minor_version: h.minor_version,
+            directory_table_base: h.directory_table_base,
+            pfn_database: h.pfn_database,
+            ps_loaded_module_list: h.ps_loaded_module_list,
+            ps_active_process_head: h.ps_active_process_head,
+            number_processors: h.number_processors,
+            bugcheck_code: h.bugcheck_code,
+            bugcheck_parameters: h.bugcheck_parameters,
+            pae_enabled: h.pae_enabled,
+            kd_debugger_data_block: h.kd_debugger_data_block,
+            context: h.context,
+            exception_record: h.exception_record,
+            system_time: h.system_time,
+            system_up_time: h.system_up_time,
+            comment: h.comment.clone(),
+            product_type: h.product_type,
+            suite_mask: h.suite_mask,
+            bitmap_pages: h.bitmap.as_ref().map(|b| b.pages),
+        }
+    }
+}
+
 /// Why a dump could not be written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -175,6 +277,11 @@ pub enum WriteError {
 
     #[error("pfn {pfn:#x} is past the 64-bit physical address space")]
     PfnTooLarge { pfn: u64 },
+
+    #[error(
+        "pfn {pfn:#x} does not fit the u32 fields of a 32-bit dump's physical memory descriptor (pfns up to 0xffffffff)"
+    )]
+    PfnPast32BitDescriptor { pfn: u64 },
 
     #[error(
         "a full dump describes at most {max} runs of contiguous pages in its header, but these pfns form {runs}; write a bitmap dump instead"
@@ -211,24 +318,16 @@ pub struct EncodedHeaders {
 ///
 /// Full dumps describe runs = maximal contiguous ranges of `pfns`; bitmap dumps describe the
 /// same runs in their physical memory descriptor, merged across the smallest gaps when there
-/// are more than [`MAX_RUNS`].
+/// are more than [`MAX_RUNS`](crate::MAX_RUNS).
 pub fn write_dump<W: Write + Seek>(
-    mut out: W,
+    out: W,
     header: &HeaderFields,
     kind: WriteKind,
     pfns: &[u64],
-    mut read_page: impl FnMut(u64, &mut [u8; PAGE_SIZE]) -> io::Result<()>,
+    read_page: impl FnMut(u64, &mut [u8; PAGE_SIZE]) -> io::Result<()>,
 ) -> Result<(), WriteError> {
     let encoded = encode_headers(header, kind, pfns)?;
-    out.write_all(&encoded.bytes)?;
-    let mut page = [0u8; PAGE_SIZE];
-    for &pfn in pfns {
-        page.fill(0);
-        read_page(pfn, &mut page).map_err(|source| WriteError::ReadPage { pfn, source })?;
-        out.write_all(&page)?;
-    }
-    out.flush()?;
-    Ok(())
+    write_pages(out, &encoded, pfns, read_page)
 }
 
 /// Builds everything before the first page, without writing pages: for writers that lay
@@ -256,59 +355,14 @@ pub fn encode_headers(
     kind: WriteKind,
     pfns: &[u64],
 ) -> Result<EncodedHeaders, WriteError> {
-    let runs = runs_of(pfns)?;
-    if !header.comment.is_ascii()
-        || header.comment.len() > COMMENT_SIZE
-        || header.comment.contains('\0')
-    {
-        return Err(WriteError::BadComment {
-            comment: header.comment.clone(),
-        });
-    }
-    let page_count = pfns.len() as u64;
-    let (descriptor, bitmap_signature) = match kind {
-        WriteKind::Full => {
-            if runs.len() > MAX_RUNS as usize {
-                return Err(WriteError::TooManyRuns {
-                    runs: runs.len(),
-                    max: MAX_RUNS,
-                });
-            }
-            (runs, None)
-        }
-        WriteKind::Bitmap { dump_type } => {
-            let signature = match dump_type {
-                DumpType::BitmapFull => BitmapSignature::Fdmp,
-                DumpType::BitmapKernel | DumpType::Kernel => BitmapSignature::Sdmp,
-                _ => return Err(WriteError::NotABitmapType { dump_type }),
-            };
-            (merge_to_max(runs, MAX_RUNS as usize), Some(signature))
-        }
-    };
-
-    // Bitmap: one bit per page frame of the machine, never fewer than the pages written need.
-    let needed = pfns.last().map_or(0, |&last| last + 1);
-    let bits = header
-        .bitmap_pages
-        .unwrap_or_else(|| needed.next_multiple_of(8))
-        .max(needed);
-    let bitmap_len = bits.div_ceil(64) * 8;
-    if bitmap_signature.is_some() && bitmap_len > MAX_BITMAP_BYTES {
-        return Err(WriteError::BitmapTooLarge {
-            highest_pfn: needed.saturating_sub(1),
-            bytes: bitmap_len,
-        });
-    }
-    let first_page_offset = match bitmap_signature {
-        None => HEADER64_SIZE as u64,
-        Some(_) => (off::BITMAP as u64 + bitmap_len).next_multiple_of(PAGE_SIZE as u64),
-    };
-    let file_size = first_page_offset + page_count * PAGE_SIZE as u64;
-
-    let mut bytes = vec![0u8; first_page_offset as usize];
-    for chunk in bytes[..HEADER64_SIZE].chunks_exact_mut(4) {
-        chunk.copy_from_slice(&PAGE_PATTERN.to_le_bytes());
-    }
+    let plan = Plan::new(
+        Bitness::Bits64,
+        kind,
+        pfns,
+        &header.comment,
+        header.bitmap_pages,
+    )?;
+    let mut bytes = plan.page_filled_buffer();
     let mut w = FieldWriter(&mut bytes);
     w.put(off::SIGNATURE, b"PAGEDU64");
     w.u32(off::MAJOR_VERSION, header.major_version);
@@ -324,19 +378,19 @@ pub fn encode_headers(
         w.u64(off::BUGCHECK_PARAMETERS + 8 * i, *p);
     }
     w.u64(off::KD_DEBUGGER_DATA_BLOCK, header.kd_debugger_data_block);
-    w.u32(off::NUMBER_OF_RUNS, descriptor.len() as u32);
+    w.u32(off::NUMBER_OF_RUNS, plan.descriptor.len() as u32);
     w.u64(
         off::NUMBER_OF_PAGES,
-        descriptor.iter().map(|r| r.page_count).sum(),
+        plan.descriptor.iter().map(|r| r.page_count).sum(),
     );
-    for (i, run) in descriptor.iter().enumerate() {
+    for (i, run) in plan.descriptor.iter().enumerate() {
         w.u64(off::RUNS + 16 * i, run.base_page);
         w.u64(off::RUNS + 16 * i + 8, run.page_count);
     }
     w.put(off::CONTEXT, &header.context);
     w.put(off::EXCEPTION, &header.exception_record);
     w.u32(off::DUMP_TYPE, kind.dump_type().code());
-    w.u64(off::REQUIRED_DUMP_SPACE, file_size);
+    w.u64(off::REQUIRED_DUMP_SPACE, plan.file_size);
     w.u64(off::SYSTEM_TIME, header.system_time);
     w.put(off::COMMENT, &[0u8; COMMENT_SIZE]);
     w.put(off::COMMENT, header.comment.as_bytes());
@@ -344,22 +398,228 @@ pub fn encode_headers(
     w.u32(off::PRODUCT_TYPE, header.product_type);
     w.u32(off::SUITE_MASK, header.suite_mask);
     w.u32(off::ATTRIBUTES, 0);
+    plan.write_bitmap(&mut w, pfns);
+    Ok(plan.finish(bytes))
+}
 
-    if let Some(signature) = bitmap_signature {
-        w.put(off::BITMAP_HEADER, &signature.bytes());
-        w.put(off::BITMAP_VALID_DUMP, b"DUMP");
-        w.u64(off::BITMAP_FIRST_PAGE, first_page_offset);
-        w.u64(off::BITMAP_TOTAL_PRESENT_PAGES, page_count);
-        w.u64(off::BITMAP_PAGES, bits);
+/// Builds everything before the first page of a 32-bit (`PAGEDUMP`) dump, the counterpart of
+/// [`encode_headers`]: a 0x1000-byte `DUMP_HEADER32` with u32 fields, `PaeEnabled`, the x86
+/// `CONTEXT` and runs of 8 bytes; for bitmap kinds the `SDMP`/`FDMP` header at 0x1000.
+///
+/// ```
+/// use kds_crashdump::{encode_headers32, Bitness, CrashDump, DumpType, HeaderFields32, WriteKind};
+///
+/// let header = HeaderFields32 { directory_table_base: 0x1a_6020, pae_enabled: true, ..HeaderFields32::default() };
+/// let kind = WriteKind::Bitmap { dump_type: DumpType::BitmapFull };
+/// let encoded = encode_headers32(&header, kind, &[0x10, 0x1a6])?;
+/// assert_eq!(encoded.first_page_offset, 0x2000); // header, bitmap header, 56-byte bitmap
+///
+/// let mut file = encoded.bytes;
+/// file.resize(encoded.file_size as usize, 0);
+/// let dump = CrashDump::from_bytes(file)?;
+/// assert_eq!(dump.bitness(), Bitness::Bits32);
+/// assert_eq!(dump.pae_enabled(), Some(true));
+/// assert_eq!(dump.header().directory_table_base, 0x1a_6020);
+/// assert_eq!(dump.page_offset(0x1a6), Some(0x3000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode_headers32(
+    header: &HeaderFields32,
+    kind: WriteKind,
+    pfns: &[u64],
+) -> Result<EncodedHeaders, WriteError> {
+    let plan = Plan::new(
+        Bitness::Bits32,
+        kind,
+        pfns,
+        &header.comment,
+        header.bitmap_pages,
+    )?;
+    let mut bytes = plan.page_filled_buffer();
+    let mut w = FieldWriter(&mut bytes);
+    w.put(off32::SIGNATURE, b"PAGEDUMP");
+    w.u32(off32::MAJOR_VERSION, header.major_version);
+    w.u32(off32::MINOR_VERSION, header.minor_version);
+    w.u32(off32::DIRECTORY_TABLE_BASE, header.directory_table_base);
+    w.u32(off32::PFN_DATABASE, header.pfn_database);
+    w.u32(off32::PS_LOADED_MODULE_LIST, header.ps_loaded_module_list);
+    w.u32(off32::PS_ACTIVE_PROCESS_HEAD, header.ps_active_process_head);
+    w.u32(off32::MACHINE_IMAGE_TYPE, MACHINE_I386);
+    w.u32(off32::NUMBER_PROCESSORS, header.number_processors);
+    w.u32(off32::BUGCHECK_CODE, header.bugcheck_code);
+    for (i, p) in header.bugcheck_parameters.iter().enumerate() {
+        w.u32(off32::BUGCHECK_PARAMETERS + 4 * i, *p);
+    }
+    // PaeEnabled, KdSecondaryVersion and two spare bytes.
+    w.put(off32::PAE_ENABLED, &[u8::from(header.pae_enabled), 0, 0, 0]);
+    w.u32(off32::KD_DEBUGGER_DATA_BLOCK, header.kd_debugger_data_block);
+    // `Plan::new` checked that every pfn, and so every run, fits in u32.
+    let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    w.u32(off32::NUMBER_OF_RUNS, plan.descriptor.len() as u32);
+    w.u32(
+        off32::NUMBER_OF_PAGES,
+        narrow(plan.descriptor.iter().map(|r| r.page_count).sum()),
+    );
+    for (i, run) in plan.descriptor.iter().enumerate() {
+        w.u32(off32::RUNS + 8 * i, narrow(run.base_page));
+        w.u32(off32::RUNS + 8 * i + 4, narrow(run.page_count));
+    }
+    w.put(off32::CONTEXT, &[0u8; off32::CONTEXT_AREA_SIZE]);
+    w.put(off32::CONTEXT, &header.context);
+    w.put(off32::EXCEPTION, &header.exception_record);
+    w.put(off32::COMMENT, &[0u8; COMMENT_SIZE]);
+    w.put(off32::COMMENT, header.comment.as_bytes());
+    w.u32(off32::DUMP_TYPE, kind.dump_type().code());
+    w.u32(off32::PRODUCT_TYPE, header.product_type);
+    w.u32(off32::SUITE_MASK, header.suite_mask);
+    w.u64(off32::REQUIRED_DUMP_SPACE, plan.file_size);
+    w.u64(off32::SYSTEM_UP_TIME, header.system_up_time);
+    w.u64(off32::SYSTEM_TIME, header.system_time);
+    plan.write_bitmap(&mut w, pfns);
+    Ok(plan.finish(bytes))
+}
+
+/// Writes a 32-bit (`PAGEDUMP`) dump: [`write_dump`] with a [`HeaderFields32`] header.
+pub fn write_dump32<W: Write + Seek>(
+    out: W,
+    header: &HeaderFields32,
+    kind: WriteKind,
+    pfns: &[u64],
+    read_page: impl FnMut(u64, &mut [u8; PAGE_SIZE]) -> io::Result<()>,
+) -> Result<(), WriteError> {
+    let encoded = encode_headers32(header, kind, pfns)?;
+    write_pages(out, &encoded, pfns, read_page)
+}
+
+fn write_pages<W: Write + Seek>(
+    mut out: W,
+    encoded: &EncodedHeaders,
+    pfns: &[u64],
+    mut read_page: impl FnMut(u64, &mut [u8; PAGE_SIZE]) -> io::Result<()>,
+) -> Result<(), WriteError> {
+    out.write_all(&encoded.bytes)?;
+    let mut page = [0u8; PAGE_SIZE];
+    for &pfn in pfns {
+        page.fill(0);
+        read_page(pfn, &mut page).map_err(|source| WriteError::ReadPage { pfn, source })?;
+        out.write_all(&page)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The layout both header encoders share: descriptor runs, bitmap size, where pages go.
+struct Plan {
+    bitness: Bitness,
+    descriptor: Vec<PhysicalRun>,
+    bitmap_signature: Option<BitmapSignature>,
+    bits: u64,
+    page_count: u64,
+    first_page_offset: u64,
+    file_size: u64,
+}
+
+impl Plan {
+    fn new(
+        bitness: Bitness,
+        kind: WriteKind,
+        pfns: &[u64],
+        comment: &str,
+        bitmap_pages: Option<u64>,
+    ) -> Result<Plan, WriteError> {
+        let runs = runs_of(pfns)?;
+        if bitness == Bitness::Bits32 {
+            if let Some(&pfn) = pfns.iter().find(|&&pfn| pfn > u64::from(u32::MAX)) {
+                return Err(WriteError::PfnPast32BitDescriptor { pfn });
+            }
+        }
+        if !comment.is_ascii() || comment.len() > COMMENT_SIZE || comment.contains('\0') {
+            return Err(WriteError::BadComment {
+                comment: comment.to_owned(),
+            });
+        }
+        let max_runs = bitness.max_runs();
+        let page_count = pfns.len() as u64;
+        let (descriptor, bitmap_signature) = match kind {
+            WriteKind::Full => {
+                if runs.len() > max_runs as usize {
+                    return Err(WriteError::TooManyRuns {
+                        runs: runs.len(),
+                        max: max_runs,
+                    });
+                }
+                (runs, None)
+            }
+            WriteKind::Bitmap { dump_type } => {
+                let signature = match dump_type {
+                    DumpType::BitmapFull => BitmapSignature::Fdmp,
+                    DumpType::BitmapKernel | DumpType::Kernel => BitmapSignature::Sdmp,
+                    _ => return Err(WriteError::NotABitmapType { dump_type }),
+                };
+                (merge_to_max(runs, max_runs as usize), Some(signature))
+            }
+        };
+
+        // Bitmap: one bit per page frame of the machine, never fewer than the pages written need.
+        let needed = pfns.last().map_or(0, |&last| last + 1);
+        let bits = bitmap_pages
+            .unwrap_or_else(|| needed.next_multiple_of(8))
+            .max(needed);
+        let bitmap_len = bits.div_ceil(64) * 8;
+        if bitmap_signature.is_some() && bitmap_len > MAX_BITMAP_BYTES {
+            return Err(WriteError::BitmapTooLarge {
+                highest_pfn: needed.saturating_sub(1),
+                bytes: bitmap_len,
+            });
+        }
+        let first_page_offset = match bitmap_signature {
+            None => bitness.header_size() as u64,
+            Some(_) => (BitmapOffsets::of(bitness).bitmap as u64 + bitmap_len)
+                .next_multiple_of(PAGE_SIZE as u64),
+        };
+        let file_size = first_page_offset + page_count * PAGE_SIZE as u64;
+        Ok(Plan {
+            bitness,
+            descriptor,
+            bitmap_signature,
+            bits,
+            page_count,
+            first_page_offset,
+            file_size,
+        })
+    }
+
+    /// Everything before the first page, the header part filled with "PAGE".
+    fn page_filled_buffer(&self) -> Vec<u8> {
+        let mut bytes = vec![0u8; self.first_page_offset as usize];
+        for chunk in bytes[..self.bitness.header_size()].chunks_exact_mut(4) {
+            chunk.copy_from_slice(&PAGE_PATTERN.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn write_bitmap(&self, w: &mut FieldWriter<'_>, pfns: &[u64]) {
+        let Some(signature) = self.bitmap_signature else {
+            return;
+        };
+        let at = BitmapOffsets::of(self.bitness);
+        w.put(at.header, &signature.bytes());
+        w.put(at.valid_dump, b"DUMP");
+        w.u64(at.first_page, self.first_page_offset);
+        w.u64(at.total_present_pages, self.page_count);
+        w.u64(at.pages, self.bits);
         for &pfn in pfns {
-            w.0[off::BITMAP + (pfn / 8) as usize] |= 1 << (pfn % 8);
+            w.0[at.bitmap + (pfn / 8) as usize] |= 1 << (pfn % 8);
         }
     }
-    Ok(EncodedHeaders {
-        bytes,
-        first_page_offset,
-        file_size,
-    })
+
+    fn finish(&self, bytes: Vec<u8>) -> EncodedHeaders {
+        EncodedHeaders {
+            bytes,
+            first_page_offset: self.first_page_offset,
+            file_size: self.file_size,
+        }
+    }
 }
 
 struct FieldWriter<'a>(&'a mut [u8]);

@@ -79,13 +79,14 @@ fn wrong_signature() {
 
 #[test]
 fn thirty_two_bit_dump() {
-    // A DUMP_HEADER32 is 0x1000 bytes of "PAGE" fill with "PAGEDUMP" at 0.
+    // A DUMP_HEADER32 is 0x1000 bytes of "PAGE" fill with "PAGEDUMP" at 0: it is read as a
+    // 32-bit dump, whose DumpType (0xF88) is still the fill.
     let mut bytes: Vec<u8> = PAGE_PATTERN.to_le_bytes().repeat(0x1000 / 4);
     bytes[4..8].copy_from_slice(b"DUMP");
     bytes.extend_from_slice(&[0u8; 0x3000]);
     assert_eq!(
         error_of(bytes),
-        r#"expected "PAGEDU64" at offset 0x0, found "PAGEDUMP" (a 32-bit dump)"#
+        "dump type 0x45474150 at offset 0xf88 cannot be read from a 32-bit dump (PAGEDUMP): expected 1, 2, 5 or 6"
     );
 }
 
