@@ -51,6 +51,49 @@ pub fn x64_tables() -> Vec<(&'static str, PathBuf)> {
     found
 }
 
+/// The types-only x86 kernel tables (`shared/symbols/x86`): (short name, table path), the
+/// PAE Windows 10 one first, then Windows 7 SP1 without PAE.
+#[must_use]
+pub fn x86_tables() -> Vec<(&'static str, PathBuf)> {
+    let dir = shared_symbols().join("x86");
+    let found: Vec<_> = [
+        ("win10_x86_19041", "win10_x86_19041.json.xz"),
+        ("win7_x86_7601", "win7_sp1_x86.json.xz"),
+    ]
+    .iter()
+    .map(|(name, file)| (*name, dir.join(file)))
+    .collect();
+    for (name, path) in &found {
+        assert!(
+            path.exists(),
+            "x86 symbol table for {name} missing at {} (set KDS_SHARED_SYMBOLS)",
+            path.display()
+        );
+    }
+    found
+}
+
+/// Build the hung-server fixture of an x86 table, write it as `kind` to `<dir>/<name>` and the
+/// table it pairs with under `<dir>/symbols` (`<pdb>/<GUID>-<age>.json.xz`, what `-y` finds).
+/// Returns the fixture, the dump and the symbol directory.
+pub fn x86_fixture_dump(
+    table: &Path,
+    seed: u64,
+    kind: DumpKind,
+    dir: &Path,
+    name: &str,
+) -> (Fixture, PathBuf, PathBuf) {
+    let (fixture, dump) = fixture_dump(table, seed, kind, dir, name);
+    let symbols = dir.join("symbols");
+    fixture
+        .x86_table
+        .as_ref()
+        .expect("an x86 fixture pairs with a written table")
+        .store(&symbols)
+        .expect("the x86 table is written");
+    (fixture, dump, symbols)
+}
+
 /// A scratch directory for one test, emptied first. Named by the test binary and the test,
 /// not by the process, so reruns reuse (and first empty) the same place instead of piling up
 /// dumps in the temporary directory.

@@ -673,3 +673,87 @@ fn kdbg_layout_matches_volatilitys() {
     }
     assert!(compared > 100, "only {compared} fields compared");
 }
+
+/// Volatility's `windows.cmdline` rows as (PID, Process, Args), in its order.
+fn check_cmdline(f: &Fixture, rows: &[Value], what: &str) {
+    let seen: Vec<(u64, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["PID"].as_u64().unwrap_or(u64::MAX),
+                r["Process"].as_str().unwrap_or_default().to_string(),
+                r["Args"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .filter(|(pid, _, _)| *pid != 4)
+        .collect();
+    let expected: Vec<(u64, String, String)> = f
+        .truth
+        .processes
+        .iter()
+        .filter(|p| p.peb != 0)
+        .map(|p| (p.pid, p.image_file_name.clone(), p.command_line.clone()))
+        .collect();
+    assert!(
+        expected.iter().all(|(_, _, c)| !c.is_empty()),
+        "{what}: every user process has a command line"
+    );
+    assert_eq!(seen, expected, "{what}: (PID, Process, Args)");
+}
+
+/// `windows.modules` of an x86 kernel: (Name, Path, Base, Size, entry) in list order.
+fn check_modules_x86(f: &Fixture, rows: &[Value], what: &str) {
+    let seen: Vec<(String, String, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["Name"].as_str().unwrap_or_default().to_string(),
+                r["Path"].as_str().unwrap_or_default().to_string(),
+                r["Base"].as_u64().unwrap_or_default(),
+                r["Size"].as_u64().unwrap_or_default(),
+                r["Offset"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, u64, u64, u64)> = f
+        .truth
+        .modules
+        .iter()
+        .map(|m| (m.name.clone(), m.path.clone(), m.base, m.size, m.entry))
+        .collect();
+    assert_eq!(seen, expected, "{what}: (Name, Path, Base, Size, entry)");
+}
+
+/// Volatility 3 reads the fixture's 32-bit dumps (PAE and not; full and bitmap, the types its
+/// `WindowsCrashDump32Layer` reads) with the table the fixture wrote as its symbol table
+/// (`<dir>/windows/<pdb>/<GUID>-1.json.xz`) and lists the processes, their command lines
+/// and the kernel modules the builder put there.
+#[test]
+fn volatility_reads_32_bit_dumps_of_x86_machines() {
+    let venv = venv();
+    let dir = scratch_dir("x86_dumps");
+    for (name, table) in kds_e2e::x86_tables() {
+        let case = dir.join(name);
+        std::fs::create_dir_all(&case).expect("case dir");
+        let f = build(&FixtureSpec::hung_server(&table, SEED)).expect("x86 fixture builds");
+        let symbols = case.join("symbols");
+        f.x86_table
+            .as_ref()
+            .expect("an x86 fixture pairs with a written table")
+            .store(&symbols.join("windows"))
+            .expect("the table is written");
+        for (kind, label) in [(DumpKind::BitmapFull, "bitmap"), (DumpKind::Full, "full")] {
+            let dump = case.join(format!("{name}.{label}.dmp"));
+            write_dump(&f, &dump, kind).expect("32-bit dump written");
+            let cache = case.join(format!("cache-{label}"));
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            let what = format!("{name} {label}");
+            let pslist = vol(&venv, &dump, &symbols, &cache, "windows.pslist");
+            check_pslist(&f, &pslist, &what);
+            let cmdline = vol(&venv, &dump, &symbols, &cache, "windows.cmdline");
+            check_cmdline(&f, &cmdline, &what);
+            let modules = vol(&venv, &dump, &symbols, &cache, "windows.modules");
+            check_modules_x86(&f, &modules, &what);
+        }
+    }
+}
