@@ -195,6 +195,37 @@ pub fn symbol_dir_with(table: &Path, dir: &Path) -> PathBuf {
     sym
 }
 
+static KDS_BINARY: Once = Once::new();
+
+/// The `kds` binary of this build (`<target>/debug/kds`), built by cargo on first use when
+/// it is missing.
+#[must_use]
+pub fn kds_binary() -> PathBuf {
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let binary = profile_dir.join(format!("kds{}", std::env::consts::EXE_SUFFIX));
+    KDS_BINARY.call_once(|| {
+        if binary.exists() {
+            return;
+        }
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "kds", "--bin", "kds"]);
+        if let Some(target) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target);
+        }
+        let status = build
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo builds the kds binary");
+        assert!(status.success(), "cargo build -p kds --bin kds failed");
+    });
+    assert!(binary.exists(), "no kds binary at {}", binary.display());
+    binary
+}
+
 static VENV: Once = Once::new();
 
 /// The Python venv with the independent readers; created by `.ci/venv.sh` on first use.

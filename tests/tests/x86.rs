@@ -2,10 +2,10 @@
 //! without) written as 32-bit crash dumps and raw images, opened by kds with the table the
 //! fixture wrote (`-y <dir>`), and every value checked against the fixture's truth.
 //!
-//! What `kds info -z <dump> -y <dir>` and `kds run -c "!process 0 0; lm" -z <dump> -y <dir>`
-//! print is produced here in process by the same code the binary runs
-//! (`kds_stdlib::info::collect` + `render_text`, the interpreter), so the tests need no built
-//! `kds` binary.
+//! Most checks produce what `kds info -z <dump> -y <dir>` and
+//! `kds run -c "!process 0 0; lm" -z <dump> -y <dir>` print in process, by the same code the
+//! binary runs (`kds_stdlib::info::collect` + `render_text`, the interpreter);
+//! [`the_kds_binary_reads_the_dumps`] runs the binary itself.
 
 use kds_e2e::{scratch_dir, x86_fixture_dump, x86_tables};
 use kds_exec::OutputItem;
@@ -280,4 +280,57 @@ fn a_raw_image_of_an_x86_machine_is_discovered() {
             .unwrap_or_else(|e| panic!("{name}: kernel not found: {e}"));
         assert_eq!(kernel.base, f.truth.kernel_base, "{name}");
     }
+}
+
+/// `kds <args>`: its stdout, failing the test on a non-zero exit.
+fn kds(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(kds_e2e::kds_binary())
+        .args(args)
+        .output()
+        .expect("kds runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kds {args:?} failed ({}):\n{}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_kds_binary_reads_the_dumps() {
+    each_x86_dump("binary", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        let (z, y) = (dump.as_os_str(), symbols.as_os_str());
+        let info = kds(&["info".as_ref(), "-z".as_ref(), z, "-y".as_ref(), y]);
+        let t = &f.truth;
+        let arch = if pae(f) { "x86 (PAE)" } else { "x86" };
+        for line in [
+            "Free x86\n".to_string(),
+            format!("Kernel base = 0x{:08x}", t.kernel_base),
+            format!("  {:<22}{arch}\n", "Architecture"),
+            format!("  {:<22}{:08x}\n", "DirectoryTableBase", t.kernel_dtb),
+        ] {
+            assert!(info.contains(&line), "{name}: no {line:?} in\n{info}");
+        }
+        let run = kds(&[
+            "run".as_ref(),
+            "-c".as_ref(),
+            "!process 0 0; lm".as_ref(),
+            "-z".as_ref(),
+            z,
+            "-y".as_ref(),
+            y,
+        ]);
+        for p in &t.processes {
+            check_process_block(name, &run, p);
+        }
+        for m in &t.modules {
+            let range = format!("{:08x} {:08x}", m.base, m.base + m.size);
+            assert!(
+                run.lines().any(|l| l.starts_with(&range)),
+                "{name}: no module line {range} in\n{run}"
+            );
+        }
+    });
 }
