@@ -209,6 +209,103 @@ fn process_0_0_counts_every_process_handles() {
     });
 }
 
+/// Text with every run of whitespace made one space.
+fn collapsed(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The `!process` blocks of `text`, by EPROCESS address, whitespace collapsed.
+fn blocks_by_process(text: &str) -> std::collections::HashMap<u64, String> {
+    text.split("PROCESS ")
+        .skip(1)
+        .filter_map(|b| {
+            let address = u64::from_str_radix(b.get(..8)?, 16).ok()?;
+            Some((address, collapsed(b)))
+        })
+        .collect()
+}
+
+#[test]
+fn process_flags_1_and_2_show_the_statistics_and_threads_of_the_truth() {
+    each_x86_dump(
+        "statistics",
+        DumpKind::BitmapFull,
+        |name, f, dump, symbols| {
+            let session = dump_session(dump, symbols);
+            let outputs = run_commands(&session, "!process 0 1; !process 0 2");
+            let stats = blocks_by_process(output_of(&outputs, "!process 0 1"));
+            let threads = blocks_by_process(output_of(&outputs, "!process 0 2"));
+            for p in &f.truth.processes {
+                let what = format!("{name}: {} ({})", p.image_file_name, p.pid);
+                let block = &stats[&p.eprocess];
+                for want in [
+                    format!("Private {}.", p.commit_charge),
+                    format!("({}, 50, 345)", p.working_set),
+                    format!("PeakWorkingSetSize {}", p.peak_working_set),
+                    format!("PageFaultCount {}", p.page_faults),
+                    format!("CommitCharge {}", p.commit_charge),
+                    format!("QuotaPoolUsage[PagedPool] {}", p.quota_paged),
+                    format!("QuotaPoolUsage[NonPagedPool] {}", p.quota_nonpaged),
+                ] {
+                    assert!(block.contains(&want), "{what}: no {want:?} in\n{block}");
+                }
+                let block = &threads[&p.eprocess];
+                assert_eq!(
+                    block.matches("THREAD ").count(),
+                    p.threads.len(),
+                    "{what}:\n{block}"
+                );
+                for t in &p.threads {
+                    for want in [
+                        format!(
+                            "THREAD {:08x} Cid {:04x}.{:04x} Teb: {:08x}",
+                            t.ethread, p.pid, t.tid, t.teb
+                        ),
+                        format!("Wait Start TickCount {}", t.wait_tick),
+                        format!("Stack Init {:08x}", t.initial_stack),
+                    ] {
+                        assert!(block.contains(&want), "{what}: no {want:?} in\n{block}");
+                    }
+                }
+            }
+            let many = f.truth.processes.iter().filter(|p| p.threads.len() > 1);
+            assert!(many.count() >= 2, "{name}: processes with several threads");
+        },
+    );
+}
+
+#[test]
+#[ignore = "needs wait-reason names without _KWAIT_REASON (the x86 tables have no enums; rt86)"]
+fn waiting_threads_show_their_wait_reason_and_mode() {
+    each_x86_dump("waits", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        let session = dump_session(dump, symbols);
+        let outputs = run_commands(&session, "!process 0 2");
+        let threads = blocks_by_process(output_of(&outputs, "!process 0 2"));
+        for p in &f.truth.processes {
+            let block = &threads[&p.eprocess];
+            for t in &p.threads {
+                let reason = match t.wait_reason {
+                    0 => "Executive",
+                    6 => "UserRequest",
+                    other => panic!("{name}: wait reason {other} not in this test"),
+                };
+                let mode = if t.wait_mode == 1 {
+                    "UserMode"
+                } else {
+                    "KernelMode"
+                };
+                let want = format!("WAIT: ({reason}) {mode} Non-Alertable");
+                assert!(
+                    block.contains(&want),
+                    "{name}: {} ({}): no {want:?} in\n{block}",
+                    p.image_file_name,
+                    p.pid
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn lm_lists_the_kernel_modules_at_their_bases() {
     each_x86_dump("lm", DumpKind::BitmapFull, |name, f, dump, symbols| {
