@@ -307,6 +307,33 @@ fn waiting_threads_show_their_wait_reason_and_mode() {
 }
 
 #[test]
+fn peb_shows_each_processs_parameters_and_environment() {
+    each_x86_dump("peb", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        let session = dump_session(dump, symbols);
+        for p in f.truth.processes.iter().filter(|p| p.peb != 0) {
+            let what = format!("{name}: {} ({})", p.image_file_name, p.pid);
+            let commands = format!(".process /p /r {:08x}; !peb", p.eprocess);
+            let outputs = run_commands(&session, &commands);
+            let text = output_of(&outputs, "!peb");
+            let mut want = vec![
+                format!("PEB at {:08x}", p.peb),
+                format!("ProcessParameters: {:08x}", p.process_parameters),
+                format!("CurrentDirectory:  '{}'", p.current_directory),
+                format!("ImageFile:    '{}'", p.image_path),
+                format!("CommandLine:  '{}'", p.command_line),
+            ];
+            want.extend(p.environment.iter().map(|e| format!("        {e}\n")));
+            for m in &p.modules {
+                want.push(format!("{:x} 4a5b1234", m.base));
+            }
+            for w in want {
+                assert!(text.contains(&w), "{what}: no {w:?} in\n{text}");
+            }
+        }
+    });
+}
+
+#[test]
 fn lm_lists_the_kernel_modules_at_their_bases() {
     each_x86_dump("lm", DumpKind::BitmapFull, |name, f, dump, symbols| {
         let session = dump_session(dump, symbols);
