@@ -141,7 +141,7 @@ fn read_system_time(
     }
     let size = match ty {
         TypeRef::Base(name) if name == "pointer" => match table.pointer_size() {
-            0 => 8,
+            0 => space.spec().pointer_size,
             n => n,
         },
         other => table.size_of_ref(other).ok()?,

@@ -53,14 +53,18 @@ impl ListLayout {
 
     /// The layout of a bare `_LIST_ENTRY` chain (link offset 0).
     pub fn of_entry(table: &SymbolTable, entry_type: &str) -> Result<ListLayout, ModelError> {
+        let flink_offset = table.offset_of(entry_type, "Flink")?;
+        let blink_offset = table.offset_of(entry_type, "Blink")?;
+        // A table without a pointer base type: Flink and Blink are adjacent pointers, so the
+        // distance between them is the pointer width.
         let pointer_size = match table.pointer_size() {
-            0 => 8,
+            0 => blink_offset.abs_diff(flink_offset),
             n => n,
         };
         Ok(ListLayout {
             link_offset: 0,
-            flink_offset: table.offset_of(entry_type, "Flink")?,
-            blink_offset: table.offset_of(entry_type, "Blink")?,
+            flink_offset,
+            blink_offset,
             entry_size: table.size_of(entry_type)?,
             pointer_size,
         })
