@@ -323,3 +323,52 @@ mod tests {
         assert_eq!(checked, 5, "three x64 and two x86 tables");
     }
 }
+
+#[cfg(test)]
+mod x86_tests {
+    use super::*;
+    use crate::mmu::X86;
+    use crate::target::{MemoryTarget, Target, PAGE_SIZE};
+    use std::sync::Arc;
+
+    const P_W: u32 = 0x3;
+
+    /// A non-PAE space (directory at frame 3) mapping `pages` (VA, frame) through page
+    /// table frame 0x20.
+    fn x86_space(m: MemoryTarget, pages: &[(u64, u64)]) -> AddressSpace {
+        for &(va, frame) in pages {
+            let pde_at = 3 * PAGE_SIZE + (va >> 22) * 4;
+            m.write_physical(pde_at, &(0x20000 | P_W).to_le_bytes());
+            let pte_at = 0x20000 + ((va >> 12) & 0x3FF) * 4;
+            m.write_physical(pte_at, &((frame * PAGE_SIZE) as u32 | P_W).to_le_bytes());
+        }
+        let target: Arc<dyn Target> = Arc::new(m);
+        AddressSpace::new(target, &X86, 3 * PAGE_SIZE)
+    }
+
+    #[test]
+    fn kdbg_pointers_and_identity_anchors_of_a_32_bit_kernel_are_narrowed() {
+        let m = MemoryTarget::x64(3);
+        let kdbg = 0x8250_0000u64;
+        let mut block = vec![0u8; 0x40];
+        block[0x10..0x14].copy_from_slice(&KDBG_OWNER_TAG.to_le_bytes());
+        block[0x18..0x20].copy_from_slice(&0xFFFF_FFFF_8240_0000u64.to_le_bytes());
+        m.write_physical(0x50 * PAGE_SIZE, &block);
+        let space = x86_space(m, &[(kdbg, 0x50)]);
+        assert_eq!(base_from_kdbg(&space, kdbg), Ok(0x8240_0000));
+        // The identity carries the block's address sign-extended (as KD does).
+        let mut identity = space.target().identity().clone();
+        identity.kd_debugger_data_block = Some(0xFFFF_FFFF_8250_0000);
+        let err = locate_kernel(&space, &identity).unwrap_err().to_string();
+        assert!(
+            err.contains("KdDebuggerDataBlock 0x82500000 names KernBase 0x82400000, but"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kuser_shared_data_is_chosen_by_pointer_size() {
+        assert_eq!(kuser_shared_data(4), KUSER_SHARED_DATA_X86);
+        assert_eq!(kuser_shared_data(8), KUSER_SHARED_DATA_X64);
+    }
+}

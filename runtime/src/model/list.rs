@@ -5,7 +5,7 @@
 //! whose `Flink->Blink` is not itself). Whatever stopped it early becomes a [`ListWarning`]
 //! naming the addresses involved; the entries read before it are kept.
 
-use super::{addr, ModelError};
+use super::ModelError;
 use crate::mmu::AddressSpace;
 use crate::symbols::{SymbolTable, TypeRef};
 use serde::Serialize;
@@ -100,10 +100,14 @@ pub struct ListWarning {
     /// Entries read before the problem.
     pub entries_before: usize,
     pub problem: ListProblem,
+    /// Width of the list's pointers: addresses in the message print at it.
+    #[serde(skip)]
+    pub pointer_size: u64,
 }
 
 impl fmt::Display for ListWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = |address: u64| super::format_address(address, self.pointer_size);
         write!(
             f,
             "list {} (head {}), after {} entries: ",
@@ -185,6 +189,7 @@ pub fn walk_list_raw(
             head,
             entries_before,
             problem,
+            pointer_size: layout.pointer_size,
         });
     };
     let (first, head_blink) = match read_links(space, head, layout) {
