@@ -263,10 +263,12 @@ fn suite_names(mask: u32) -> String {
         .join(" ")
 }
 
+/// The architecture as the `Kernel Version` banner line ends: `Free x64`, and on 32-bit
+/// kernels (PAE or not) `Free x86 compatible`.
 fn arch_name(arch: Arch) -> &'static str {
     match arch {
         Arch::X64 => "x64",
-        Arch::X86 { .. } => "x86",
+        Arch::X86 { .. } => "x86 compatible",
     }
 }
 
@@ -491,4 +493,16 @@ pub fn render_details(info: &TargetInfo) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_32_bit_kernels_x86_compatible() {
+        assert_eq!(arch_name(Arch::X64), "x64");
+        assert_eq!(arch_name(Arch::X86 { pae: true }), "x86 compatible");
+        assert_eq!(arch_name(Arch::X86 { pae: false }), "x86 compatible");
+    }
 }
