@@ -77,7 +77,8 @@ const X86_SELF_MAP_PDE: u16 = 0x300;
 pub struct DiscoveryLimits {
     /// Physical bytes searched for the processor start block (from 0).
     pub start_block_bytes: u64,
-    /// Physical pages examined (from 0) in the scan for a self-mapped PML4.
+    /// Physical pages examined (from 0) in the scan for a self-mapped PML4, and again in
+    /// each of the x86 scans (PAE PDPT, then page directory) that follow when it fails.
     pub pml4_scan_pages: u64,
     /// Page-table pages read while walking the kernel half for the kernel image.
     pub table_pages: u64,
