@@ -36,6 +36,7 @@ pub mod codes;
 pub mod pdata;
 pub mod virtual_unwind;
 pub mod walk;
+pub mod x86;
 
 #[cfg(test)]
 mod tests;
