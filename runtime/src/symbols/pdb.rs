@@ -668,6 +668,47 @@ fn read_procedures<'s>(
     Ok(())
 }
 
+/// The x86 FPO and FrameData records (`PDB::frame_table`), by RVA.
+fn read_frame_data<'s>(
+    pdb: &mut PDB<'s, Cursor<&'s [u8]>>,
+    address_map: &AddressMap<'_>,
+    table: &mut SymbolTable,
+) {
+    use crate::unwind::x86::{Fpo, FpoKind};
+    let Ok(frames) = pdb.frame_table() else {
+        return;
+    };
+    let mut iter = frames.iter();
+    while let Ok(Some(f)) = iter.next() {
+        let Some(rva) = f.code_start.to_rva(address_map) else {
+            continue;
+        };
+        let kind = match f.ty {
+            pdb::FrameType::FPO => FpoKind::Fpo,
+            pdb::FrameType::Trap => FpoKind::Trap,
+            pdb::FrameType::TSS => FpoKind::Tss,
+            pdb::FrameType::Standard => FpoKind::NonFpo,
+            // FrameData records describe by program strings functions that (in Windows
+            // binaries since XP SP2) keep EBP frames: the EBP chain walks them, as WinDbg
+            // prints no FPO annotation for them.
+            _ => continue,
+        };
+        table.frame_data.push(FrameRecord {
+            rva: u64::from(rva.0),
+            len: u64::from(f.code_size),
+            fpo: Fpo {
+                kind,
+                locals_size: f.locals_size,
+                params_size: f.params_size,
+                saved_regs_size: u32::from(f.saved_regs_size),
+                prolog_size: u32::from(f.prolog_size),
+                uses_base_pointer: f.uses_base_pointer,
+            },
+        });
+    }
+    table.frame_data.sort_by_key(|r| r.rva);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,45 +761,4 @@ mod tests {
         assert_eq!(as_enum_value(-1, 4, false), 0xFFFF_FFFF);
         assert_eq!(as_enum_value(-1, 8, true), -1);
     }
-}
-
-/// The x86 FPO and FrameData records (`PDB::frame_table`), by RVA.
-fn read_frame_data<'s>(
-    pdb: &mut PDB<'s, Cursor<&'s [u8]>>,
-    address_map: &AddressMap<'_>,
-    table: &mut SymbolTable,
-) {
-    use crate::unwind::x86::{Fpo, FpoKind};
-    let Ok(frames) = pdb.frame_table() else {
-        return;
-    };
-    let mut iter = frames.iter();
-    while let Ok(Some(f)) = iter.next() {
-        let Some(rva) = f.code_start.to_rva(address_map) else {
-            continue;
-        };
-        let kind = match f.ty {
-            pdb::FrameType::FPO => FpoKind::Fpo,
-            pdb::FrameType::Trap => FpoKind::Trap,
-            pdb::FrameType::TSS => FpoKind::Tss,
-            pdb::FrameType::Standard => FpoKind::NonFpo,
-            // FrameData records describe by program strings functions that (in Windows
-            // binaries since XP SP2) keep EBP frames: the EBP chain walks them, as WinDbg
-            // prints no FPO annotation for them.
-            _ => continue,
-        };
-        table.frame_data.push(FrameRecord {
-            rva: u64::from(rva.0),
-            len: u64::from(f.code_size),
-            fpo: Fpo {
-                kind,
-                locals_size: f.locals_size,
-                params_size: f.params_size,
-                saved_regs_size: u32::from(f.saved_regs_size),
-                prolog_size: u32::from(f.prolog_size),
-                uses_base_pointer: f.uses_base_pointer,
-            },
-        });
-    }
-    table.frame_data.sort_by_key(|r| r.rva);
 }
