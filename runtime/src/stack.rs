@@ -583,3 +583,94 @@ fn walk_thread_x86(
     };
     ThreadStack::Frames { frames, stopped }
 }
+
+#[cfg(test)]
+mod x86_tests {
+    use super::*;
+    use crate::mmu::X86_PAE;
+    use crate::target::MemoryTarget;
+    use crate::unwind::x86::X86FrameInfo;
+
+    /// A PAE space with one 2 MiB kernel page at 0x8240_0000 (physical 0x0060_0000).
+    fn space(words: &[(u64, u32)]) -> AddressSpace {
+        let m = MemoryTarget::x64(1);
+        m.write_physical(0x1000 + 2 * 8, &(0x2000u64 | 1).to_le_bytes());
+        m.write_physical(0x2000 + 0x12 * 8, &(0x0060_0000u64 | 0x83).to_le_bytes());
+        for (va, v) in words {
+            m.write_physical(va - 0x8240_0000 + 0x0060_0000, &v.to_le_bytes());
+        }
+        AddressSpace::new(Arc::new(m), &X86_PAE, 0x1000)
+    }
+
+    struct SwapOnly(std::ops::Range<u64>);
+
+    impl X86FrameInfo for SwapOnly {
+        fn fpo(&self, ip: u64) -> Option<Fpo> {
+            self.0.contains(&ip).then_some(KI_SWAP_CONTEXT_FRAME)
+        }
+        fn is_trap_entry(&self, _ip: u64) -> bool {
+            false
+        }
+    }
+
+    /// A waiting thread: `SwapContext` left ExceptionList, EFLAGS and the return into
+    /// `KiSwapContext` at KernelStack; `KiSwapContext` had saved EBP, EDI, ESI, EBX above
+    /// them and returns into `KiSwapThread`, an EBP frame.
+    #[test]
+    fn a_waiting_thread_starts_from_the_swap_context_frame_and_unwinds_into_its_caller() {
+        let ks = 0x8240_1E00u64;
+        let ki_swap_context = 0x8288_0000..0x8288_0080;
+        let ki_swap_thread_ret = 0x8289_0266u32;
+        let ki_swap_thread_ebp = 0x8240_1F00u32;
+        let outer_ret = 0x828A_0123u32;
+        let space = space(&[
+            (ks, 0xFFFF_FFFF),                  // ExceptionList
+            (ks + 4, 0x0000_0246),              // EFLAGS
+            (ks + 8, 0x8288_0026),              // KiSwapContext+0x26
+            (ks + 0xC, ki_swap_thread_ebp),     // saved EBP
+            (ks + 0x10, 0x1111_1111),           // EDI
+            (ks + 0x14, 0x2222_2222),           // ESI
+            (ks + 0x18, 0x3333_3333),           // EBX
+            (ks + 0x1C, ki_swap_thread_ret),    // into KiSwapThread
+            (u64::from(ki_swap_thread_ebp), 0), // KiSwapThread's caller's EBP: the end
+            (u64::from(ki_swap_thread_ebp) + 4, outer_ret),
+        ]);
+        let ctx = x86_switch_context(&space, ks).expect("switch frame");
+        assert_eq!(
+            (ctx.eip, ctx.esp, ctx.ebp),
+            (0x8288_0026, ks + 0xC, u64::from(ki_swap_thread_ebp))
+        );
+        assert_eq!(ctx.get("efl"), Some(0x246));
+        assert_eq!(ctx.get("eax"), None);
+
+        let options = X86WalkOptions {
+            stack: Some(0x8240_0000..0x8240_3000),
+            ..X86WalkOptions::default()
+        };
+        let w = walk_x86(
+            &space,
+            &SwapOnly(ki_swap_context),
+            ctx.registers(),
+            &options,
+        );
+        let ips: Vec<u64> = w.frames.iter().map(|f| f.ip).collect();
+        assert_eq!(
+            ips,
+            vec![
+                0x8288_0026,
+                u64::from(ki_swap_thread_ret),
+                u64::from(outer_ret)
+            ]
+        );
+        assert_eq!(w.frames[0].child_ebp, ks + 0x18);
+        assert_eq!(w.frames[1].child_ebp, u64::from(ki_swap_thread_ebp));
+    }
+
+    #[test]
+    fn an_unreadable_or_empty_switch_frame_is_an_error_naming_the_address() {
+        let err = x86_switch_context(&space(&[]), 0x8300_0000).unwrap_err();
+        assert!(err.contains("83000000"), "{err}");
+        let err = x86_switch_context(&space(&[(0x8240_1000, 1)]), 0x8240_1000).unwrap_err();
+        assert!(err.contains("no return address"), "{err}");
+    }
+}

@@ -154,3 +154,49 @@ impl Report for Registers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_r_prints_ten_registers_three_a_line_as_eight_digits() {
+        let values = [
+            Some(0x1),
+            None,
+            Some(0x2),
+            None,
+            None,
+            None,
+            Some(0x82a8_bb25),
+            Some(0x8d3b_3b5c),
+            Some(0x8d3b_3b88),
+            Some(0x246),
+        ];
+        let regs = Registers {
+            thread: 0x84d4_a030,
+            registers: ORDER_X86
+                .iter()
+                .zip(values)
+                .map(|(n, value)| RegisterValue {
+                    name: (*n).to_string(),
+                    value,
+                })
+                .collect(),
+            rip_symbol: Some("nt!KiSwapThread+0x266".into()),
+            single: false,
+            pointer_size: 4,
+        };
+        let mut out = String::new();
+        regs.render(&mut out);
+        assert_eq!(
+            out,
+            "eax=00000001 ebx=???????? ecx=00000002\n\
+             edx=???????? esi=???????? edi=????????\n\
+             eip=82a8bb25 esp=8d3b3b5c ebp=8d3b3b88\n\
+             efl=00000246\n\
+             nt!KiSwapThread+0x266:\n\
+             82a8bb25\n"
+        );
+    }
+}

@@ -339,3 +339,107 @@ pub fn stack_command(
     }
     Ok(section)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x86_trace(style: StackStyle) -> StackSection {
+        let fpo = Fpo::from_fpo_data(0, 0, 0, 4, true, 0);
+        let frame = |number, child, ret, args: [u64; 3], site: &str| FrameLine {
+            number,
+            child_sp: child,
+            return_address: ret,
+            args: Some(args.to_vec()),
+            ip: 0,
+            call_site: Some(site.to_string()),
+            trap_frame: None,
+            fpo: None,
+        };
+        let mut frames = vec![
+            frame(
+                0,
+                0x8d3b_3b50,
+                0x82a8_bb25,
+                [0, 0x84d4_a030, 0x82b3_7d20],
+                "nt!KiSwapContext+0x26",
+            ),
+            frame(
+                1,
+                0x8d3b_3b88,
+                0x82a4_f1ea,
+                [0x84d4_a0f0, 0x84d4_a030, 0x8d3b_3bd4],
+                "nt!KiSwapThread+0x266",
+            ),
+            frame(
+                2,
+                0x8d3b_3d34,
+                0x7780_70b4,
+                [0x110, 0, 0],
+                "nt!KiFastCallEntry+0x12a",
+            ),
+        ];
+        frames[0].fpo = Some(fpo);
+        frames[2].trap_frame = Some(0x8d3b_3d34);
+        frames.push(FrameLine {
+            number: 3,
+            child_sp: 0x0012_f8f8,
+            return_address: 0,
+            args: None,
+            ip: 0x7780_70b4,
+            call_site: None,
+            trap_frame: None,
+            fpo: None,
+        });
+        StackSection::Frames(StackTrace {
+            style,
+            frames,
+            stopped: None,
+            pointer_size: 4,
+        })
+    }
+
+    fn text(section: &StackSection) -> String {
+        let mut out = String::new();
+        Report::render(section, &mut out);
+        out
+    }
+
+    #[test]
+    fn x86_k_prints_childebp_and_retaddr_as_eight_digits() {
+        assert_eq!(
+            text(&x86_trace(StackStyle::Plain)),
+            "ChildEBP RetAddr\n\
+             8d3b3b50 82a8bb25 nt!KiSwapContext+0x26\n\
+             8d3b3b88 82a4f1ea nt!KiSwapThread+0x266\n\
+             8d3b3d34 778070b4 nt!KiFastCallEntry+0x12a (TrapFrame @ 8d3b3d34)\n\
+             WARNING: Frame IP not in any known module. Following frames may be wrong.\n\
+             0012f8f8 00000000 0x778070b4\n\n"
+        );
+    }
+
+    #[test]
+    fn x86_kb_and_kvn_print_three_args_and_the_fpo_annotation() {
+        let kb = text(&x86_trace(StackStyle::WithArgs));
+        assert!(kb.starts_with(
+            "ChildEBP RetAddr  Args to Child\n\
+             8d3b3b50 82a8bb25 00000000 84d4a030 82b37d20 nt!KiSwapContext+0x26\n"
+        ));
+        assert!(!kb.contains("FPO"), "{kb}");
+        let kvn = text(&x86_trace(StackStyle::NumberedVerbose));
+        let lines: Vec<&str> = kvn.lines().collect();
+        assert_eq!(lines[0], " # ChildEBP RetAddr  Args to Child");
+        assert_eq!(
+            lines[1],
+            "00 8d3b3b50 82a8bb25 00000000 84d4a030 82b37d20 nt!KiSwapContext+0x26 (FPO: [0,0,4])"
+        );
+        assert_eq!(
+            lines[3],
+            "02 8d3b3d34 778070b4 00000110 00000000 00000000 nt!KiFastCallEntry+0x12a (TrapFrame @ 8d3b3d34)"
+        );
+        assert_eq!(
+            lines[5],
+            "03 0012f8f8 00000000 ???????? ???????? ???????? 0x778070b4"
+        );
+    }
+}
