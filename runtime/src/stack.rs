@@ -530,11 +530,13 @@ fn walk_thread_x86(
             .filter(|b| *b != 0);
         limit.zip(base).filter(|(l, b)| l < b).map(|(l, b)| l..b)
     };
+    let user_end = x86_system_range_start(model);
     let options = X86WalkOptions {
         stack,
         limit: FRAME_LIMIT,
         trap_frame,
         thread_trap_frame: number(thread, "Tcb.TrapFrame").filter(|t| *t != 0),
+        user_end: Some(user_end),
     };
     let info = KernelFrameInfo {
         modules,
@@ -542,7 +544,6 @@ fn walk_thread_x86(
         kernel_base: model.kernel_base(),
     };
     let walked = walk_x86(space, &info, start.registers(), &options);
-    let user_end = x86_system_range_start(model);
     let mut frames = Vec::new();
     let mut cut = false;
     for (i, f) in walked.frames.iter().enumerate() {

@@ -186,6 +186,11 @@ pub struct X86WalkOptions {
     /// The thread's `_KTHREAD.TrapFrame`, used when a trap entry's EBP does not address a
     /// readable trap frame.
     pub thread_trap_frame: Option<u64>,
+    /// Where user space ends (`MmSystemRangeStart`). A frame pointer below it, reached from
+    /// the kernel stack, leaves that stack for the user one (the `DbgEbp`/`DbgEip` slots a
+    /// trap frame starts with continue the EBP chain into user mode when no symbol names
+    /// the entry): the stack bounds and the progress check start over.
+    pub user_end: Option<u64>,
 }
 
 impl Default for X86WalkOptions {
@@ -195,6 +200,7 @@ impl Default for X86WalkOptions {
             limit: DEFAULT_FRAME_LIMIT,
             trap_frame: None,
             thread_trap_frame: None,
+            user_end: None,
         }
     }
 }
@@ -309,6 +315,16 @@ pub fn walk_x86(
             ctx.eip.wrapping_sub(1)
         };
         let fpo = info.fpo(lookup_ip);
+        if let (Some(user_end), Some(kernel)) = (options.user_end, &stack) {
+            let at = match fpo {
+                Some(f) if f.kind == FpoKind::Fpo => ctx.esp,
+                _ => ctx.ebp,
+            };
+            if at != 0 && at < user_end && kernel.start >= user_end {
+                stack = None;
+                last_slot = None;
+            }
+        }
         let mut frame = X86Frame {
             child_ebp: ctx.ebp,
             ip: ctx.eip,
@@ -821,5 +837,36 @@ mod tests {
         // interrupted frame must be above the last return slot (E0 + 4).
         assert_eq!(w.frames[2].child_ebp, E[3]);
         assert_eq!(w.end, X86WalkEnd::ReachedZero);
+    }
+
+    #[test]
+    fn without_a_trap_symbol_the_chain_goes_on_into_user_mode_through_dbg_ebp() {
+        // The trap frame's first dwords (DbgEbp, DbgEip) hold the user EBP and EIP; with
+        // `user_end` the walk leaves the kernel stack bounds for the user stack.
+        let tf = E[1];
+        let (user_eip, user_ebp) = (0x7780_70B4, 0x0041_F000);
+        let m = Machine::new();
+        m.put(E[0], tf);
+        m.put(E[0] + 4, 0x8288_0010);
+        m.put(tf, user_ebp);
+        m.put(tf + 4, user_eip);
+        m.put(user_ebp, 0);
+        m.put(user_ebp + 4, 0);
+        let options = X86WalkOptions {
+            user_end: Some(0x8000_0000),
+            ..bounded()
+        };
+        let w = walk_x86(&m.space(), &NoFrameInfo, START, &options);
+        assert_eq!(w.end, X86WalkEnd::ReachedZero);
+        let ips: Vec<u64> = w.frames.iter().map(|f| f.ip).collect();
+        assert_eq!(ips, vec![START.eip, 0x8288_0010, user_eip]);
+        assert_eq!(w.frames[2].child_ebp, user_ebp);
+        // Without it, the user EBP is outside the kernel stack.
+        let w = walk_x86(&m.space(), &NoFrameInfo, START, &bounded());
+        assert!(
+            matches!(w.end, X86WalkEnd::OutsideStack { .. }),
+            "{:?}",
+            w.end
+        );
     }
 }
