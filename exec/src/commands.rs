@@ -92,9 +92,11 @@ impl Interpreter {
             }
             "k" | "kb" | "kn" | "kbn" | "kp" | "kv" | "kpn" | "kvn" | "kc" | "kd" | "kf" => {
                 let style = match name {
-                    "kb" | "kp" | "kv" => StackStyle::WithArgs,
+                    "kb" | "kp" => StackStyle::WithArgs,
+                    "kv" => StackStyle::Verbose,
                     "kn" => StackStyle::Numbered,
-                    "kbn" | "kpn" | "kvn" => StackStyle::NumberedWithArgs,
+                    "kbn" | "kpn" => StackStyle::NumberedWithArgs,
+                    "kvn" => StackStyle::NumberedVerbose,
                     _ => StackStyle::Plain,
                 };
                 let count = match args.positional.first() {

@@ -507,7 +507,7 @@ impl Interpreter {
                 let registers = kds_stdlib::registers::r_command(&mut self.debugger, Some(other))
                     .map_err(|e| match e {
                         kds_stdlib::CommandError::Usage(_) => ExecError::script(
-                            format!("unknown register `@{other}` (known: @$proc, @$peb, @$thread, x64 integer registers and rip)"),
+                            format!("unknown register `@{other}` (known: @$proc, @$peb, @$thread and the target's integer registers and instruction pointer)"),
                             span,
                         ),
                         e => commands::command_error(e, span),

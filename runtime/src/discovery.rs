@@ -1,6 +1,6 @@
 //! Discovery for header-less images (raw physical memory, ELF cores) of running Windows x64
-//! systems: the kernel directory table base and the kernel image base, found before any symbol
-//! table is known.
+//! and 32-bit x86 (PAE or not) systems: the kernel directory table base, the paging mode and
+//! the kernel image base, found before any symbol table is known.
 //!
 //! Nothing here depends on a build number: every candidate is accepted by validation.
 //!
@@ -9,25 +9,31 @@
 //!   saved special registers hold CR3; else from a scan of physical memory for a PML4 whose
 //!   kernel half maps itself (the page-table self-map). Either way the candidate must pass
 //!   [`validate_pml4`].
-//! - The kernel base comes from walking the kernel half of that PML4 and looking for an `MZ`
+//! - When no PML4 is found, the same physical pages are scanned for a 32-bit PAE PDPT whose
+//!   page directory for 0xC0000000 maps the four page directories (the self-map at
+//!   0xC0000000 / 0xC0600000, [`validate_pae_pdpt`]), then for a non-PAE page directory whose
+//!   entry 0x300 names itself ([`validate_x86_pd`]). The paging mode found is
+//!   [`DtbFound::arch`].
+//! - The kernel base comes from walking the kernel half of that address space (x64: the upper
+//!   PML4 half; x86: from 0x80000000) with the mode's [`PagingSpec`] and looking for an `MZ`
 //!   image whose RSDS record names a kernel PDB (`ntkrnlmp.pdb` and its siblings): first at
-//!   2 MiB-aligned mapped addresses (where KASLR puts nt on Windows 8 and later), then at every
-//!   mapped 4 KiB page.
+//!   addresses aligned to the span of one page table (2 MiB, 4 MiB without PAE: where KASLR
+//!   puts nt on Windows 8 and later), then at every mapped 4 KiB page.
 //!
 //! Every scan is bounded by [`DiscoveryLimits`] and says how much it looked at.
 
 use crate::kernel::MappedImage;
 use crate::mmu::spec::bits;
-use crate::mmu::{AddressSpace, X64};
+use crate::mmu::{AddressSpace, PagingSpec, X64, X86, X86_PAE};
 use crate::pe::parse_image;
 use crate::symbols::PdbIdentity;
-use crate::target::{ReadError, Target, PAGE_SIZE};
+use crate::target::{Arch, ReadError, Target, PAGE_SIZE};
 use serde::Serialize;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use thiserror::Error;
 
-/// PDB names of the x64 (and PAE) Windows kernels.
+/// PDB names of the x64 and x86 (PAE and not) Windows kernels.
 pub const KERNEL_PDB_NAMES: [&str; 4] = [
     "ntkrnlmp.pdb",
     "ntoskrnl.pdb",
@@ -39,8 +45,6 @@ pub const KERNEL_PDB_NAMES: [&str; 4] = [
 const FRAME_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const ENTRIES: usize = 512;
 const KERNEL_HALF: usize = 256;
-const TWO_MIB: u64 = 0x20_0000;
-const ONE_GIB: u64 = 0x4000_0000;
 /// Lowest canonical kernel-half address on x64.
 const KERNEL_SPACE_START: u64 = 0xFFFF_8000_0000_0000;
 
@@ -59,12 +63,22 @@ const START_BLOCK_STATE_END: usize = 0x200;
 /// system PTEs, shared user data, the HAL, pools and the kernel images there).
 pub const MIN_OTHER_KERNEL_ENTRIES: usize = 3;
 
+/// x86 PAE: bits a PDPTE may have besides its frame (present, PWT, PCD and the three
+/// software bits 9..11); the others are reserved and fault when loaded.
+const PAE_PDPTE_ALLOWED: u64 = 0x0000_000F_FFFF_FE19;
+/// x86 PAE: the page directory for 0xC0000000 (PDPT entry 3) is the self-map: its entries
+/// 0..3 name the four page directories (page tables at 0xC0000000, PDEs at 0xC0600000).
+const PAE_SELF_MAP_PDPTE: u16 = 3;
+/// x86 without PAE: the page directory entry that names the directory itself (0xC0000000).
+const X86_SELF_MAP_PDE: u16 = 0x300;
+
 /// How far each discovery scan may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DiscoveryLimits {
     /// Physical bytes searched for the processor start block (from 0).
     pub start_block_bytes: u64,
-    /// Physical pages examined (from 0) in the scan for a self-mapped PML4.
+    /// Physical pages examined (from 0) in the scan for a self-mapped PML4, and again in
+    /// each of the x86 scans (PAE PDPT, then page directory) that follow when it fails.
     pub pml4_scan_pages: u64,
     /// Page-table pages read while walking the kernel half for the kernel image.
     pub table_pages: u64,
@@ -90,7 +104,7 @@ impl Default for DiscoveryLimits {
 pub enum DiscoveryError {
     #[error("no kernel DTB found: {start_block}; {scan}")]
     NoDtb { start_block: String, scan: String },
-    #[error("DTB {dtb:#x} is not page-aligned, or its page cannot be read")]
+    #[error("DTB {dtb:#x} is not aligned for its paging mode, or its table cannot be read")]
     InvalidDtb { dtb: u64 },
     #[error("no kernel image found under DTB {dtb:#x}: {scanned}")]
     NoKernel { dtb: u64, scanned: String },
@@ -105,17 +119,45 @@ pub enum DtbMethod {
     ProcessorStartBlock { block: u64, slot: u16 },
     /// A scan of physical memory for a self-mapped PML4, which looked at `pages_scanned` pages.
     Pml4Scan { pages_scanned: u64 },
+    /// A scan for a self-mapped x86 PAE PDPT (32-byte aligned), after the PML4 scan.
+    PaePdptScan { pages_scanned: u64 },
+    /// A scan for a self-mapped x86 page directory without PAE, after the PAE scan.
+    X86PdScan { pages_scanned: u64 },
 }
 
 /// The kernel's directory table base and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DtbFound {
+    /// The root table: a PML4 (x64), a 32-byte-aligned PDPT (PAE) or a page directory (x86).
     pub dtb: u64,
-    /// PML4 index of the page-table self-map (0x1ED before Windows 10 1607, random after).
+    /// The paging mode found: [`Arch::X64`], or [`Arch::X86`] with `pae`. A snapshot target
+    /// sets its identity's `arch` from it (the session then picks [`DtbFound::spec`]).
+    pub arch: Arch,
+    /// Where the page-table self-map is, in root-level terms: the PML4 index on x64 (0x1ED
+    /// before Windows 10 1607, random after); on PAE the PDPT index (3) of the directory whose
+    /// entries 0..3 name the four directories; without PAE the directory index (0x300).
     pub self_map_index: u16,
     pub method: DtbMethod,
     /// One line for `kds info`.
     pub detail: String,
+}
+
+impl DtbFound {
+    /// The paging spec of [`DtbFound::arch`].
+    #[must_use]
+    pub fn spec(&self) -> &'static PagingSpec {
+        spec_of(self.arch)
+    }
+}
+
+/// The paging spec of an architecture.
+#[must_use]
+pub fn spec_of(arch: Arch) -> &'static PagingSpec {
+    match arch {
+        Arch::X64 => &X64,
+        Arch::X86 { pae: true } => &X86_PAE,
+        Arch::X86 { pae: false } => &X86,
+    }
 }
 
 /// Which pass of the kernel search found the image.
@@ -151,6 +193,12 @@ pub struct Discovery {
 }
 
 impl Discovery {
+    /// The paging mode found (what a snapshot target's identity should say).
+    #[must_use]
+    pub fn arch(&self) -> Arch {
+        self.dtb.arch
+    }
+
     /// The "how" lines, DTB first.
     #[must_use]
     pub fn how(&self) -> Vec<String> {
@@ -164,19 +212,32 @@ pub fn discover(
     limits: &DiscoveryLimits,
 ) -> Result<Discovery, DiscoveryError> {
     let dtb = find_dtb(target.as_ref(), limits)?;
-    let kernel = find_kernel(target, dtb.dtb, limits)?;
+    let kernel = find_kernel_with(target, dtb.spec(), dtb.dtb, limits)?;
     Ok(Discovery { dtb, kernel })
 }
 
-/// Find the kernel DTB: from the processor start block, else by a PML4 scan.
+/// Find the kernel DTB: from the processor start block, else by a PML4 scan, else by a scan
+/// for an x86 PAE PDPT, else for an x86 page directory (each bounded by
+/// `limits.pml4_scan_pages`).
 pub fn find_dtb(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFound, DiscoveryError> {
     let start_block = match from_start_block(target, limits) {
         Ok(found) => return Ok(found),
         Err(why) => why,
     };
-    match scan_for_pml4(target, limits) {
+    let pml4 = match scan_for_pml4(target, limits) {
+        Ok(found) => return Ok(found),
+        Err(why) => why,
+    };
+    let pae = match scan_for_pae_pdpt(target, limits) {
+        Ok(found) => return Ok(found),
+        Err(why) => why,
+    };
+    match scan_for_x86_pd(target, limits) {
         Ok(found) => Ok(found),
-        Err(scan) => Err(DiscoveryError::NoDtb { start_block, scan }),
+        Err(x86) => Err(DiscoveryError::NoDtb {
+            start_block,
+            scan: format!("{pml4}; {pae}; {x86}"),
+        }),
     }
 }
 
@@ -212,6 +273,109 @@ fn entry(page: &[u8], index: usize) -> u64 {
     page.get(index * 8..index * 8 + 8)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_le_bytes)
+}
+
+/// Entry `index` of a table of `size`-byte entries.
+fn entry_sized(table: &[u8], index: usize, size: u64) -> u64 {
+    if size == 4 {
+        table
+            .get(index * 4..index * 4 + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+    } else {
+        entry(table, index)
+    }
+}
+
+/// The 32-byte PDPT at `pdpt` of an x86 PAE machine, if it is self-mapped as Windows maps
+/// it: four present entries with only the bits a PDPTE may hold, naming four distinct
+/// frames inside physical memory, and the directory named by entry 3 (0xC0000000) holding in
+/// its entries 0..3 present, writable, supervisor, small-page entries naming those four
+/// directories (PTE_BASE 0xC0000000, PDE_BASE 0xC0600000). Returns the PDPT index of the
+/// self-mapping directory (3).
+#[must_use]
+pub fn validate_pae_pdpt(target: &dyn Target, pdpt: u64) -> Option<u16> {
+    if pdpt & 0x1F != 0 || pdpt >> 32 != 0 {
+        return None;
+    }
+    let mut raw = [0u8; 32];
+    target.read_physical(pdpt, &mut raw).ok()?;
+    let frames = pae_pdpt_frames(&raw)?;
+    let mut dir = [0u8; 32];
+    let self_map = frames[usize::from(PAE_SELF_MAP_PDPTE)];
+    target.read_physical(self_map, &mut dir).ok()?;
+    for (k, &frame) in frames.iter().enumerate() {
+        let e = entry(&dir, k);
+        let ok = e & bits::PRESENT != 0
+            && e & bits::WRITE != 0
+            && e & (bits::USER | bits::LARGE) == 0
+            && e & X86_PAE.frame_mask == frame;
+        if !ok {
+            return None;
+        }
+    }
+    Some(PAE_SELF_MAP_PDPTE)
+}
+
+/// The four directory frames of a candidate PDPT, when its entries have the PDPTE form.
+fn pae_pdpt_frames(raw: &[u8]) -> Option<[u64; 4]> {
+    let mut frames = [0u64; 4];
+    for k in 0..frames.len() {
+        let e = entry(raw, k);
+        if e & bits::PRESENT == 0 || e & !PAE_PDPTE_ALLOWED != 0 {
+            return None;
+        }
+        let frame = e & X86_PAE.frame_mask;
+        if frame == 0 || frames[..k].contains(&frame) {
+            return None;
+        }
+        frames[k] = frame;
+    }
+    Some(frames)
+}
+
+/// Whether the page at `pd` is an x86 page directory without PAE that maps itself as Windows
+/// does: entry 0x300 present, writable, supervisor, no large page and naming this frame; at
+/// least [`MIN_OTHER_KERNEL_ENTRIES`] other present kernel-half entries (0x200..0x3FF),
+/// none naming a frame outside physical memory. Returns the self-map index (0x300).
+#[must_use]
+pub fn validate_x86_pd(target: &dyn Target, pd: u64) -> Option<u16> {
+    if pd & 0xFFF != 0 || pd >> 32 != 0 {
+        return None;
+    }
+    let mut page = [0u8; PAGE_SIZE as usize];
+    target.read_physical(pd, &mut page).ok()?;
+    x86_self_map_in(&page, pd)?;
+    for i in 0x200..0x400 {
+        let e = entry_sized(&page, i, 4);
+        if i == usize::from(X86_SELF_MAP_PDE) || e & bits::PRESENT == 0 {
+            continue;
+        }
+        let mut probe = [0u8; 4];
+        if let Err(ReadError::OutOfRange { .. }) =
+            target.read_physical(e & X86.frame_mask, &mut probe)
+        {
+            return None;
+        }
+    }
+    Some(X86_SELF_MAP_PDE)
+}
+
+/// The checks of [`validate_x86_pd`] that need only the page itself.
+fn x86_self_map_in(page: &[u8], pd: u64) -> Option<()> {
+    let e = entry_sized(page, usize::from(X86_SELF_MAP_PDE), 4);
+    let is_self = e & bits::PRESENT != 0
+        && e & bits::WRITE != 0
+        && e & (bits::USER | bits::LARGE) == 0
+        && e & X86.frame_mask == pd;
+    if !is_self {
+        return None;
+    }
+    let others = (0x200..0x400)
+        .filter(|&i| i != usize::from(X86_SELF_MAP_PDE))
+        .filter(|&i| entry_sized(page, i, 4) & bits::PRESENT != 0)
+        .count();
+    (others >= MIN_OTHER_KERNEL_ENTRIES).then_some(())
 }
 
 /// The checks of [`validate_pml4`] that need only the page itself.
@@ -296,6 +460,7 @@ fn from_start_block(target: &dyn Target, limits: &DiscoveryLimits) -> Result<Dtb
             if let Some(index) = validate_pml4(target, cr3) {
                 return Ok(DtbFound {
                     dtb: cr3,
+                    arch: Arch::X64,
                     self_map_index: index,
                     method: DtbMethod::ProcessorStartBlock { block: at, slot },
                     detail: format!(
@@ -350,6 +515,7 @@ fn scan_for_pml4(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFou
         if let Some(index) = validate_pml4(target, at) {
             return Ok(DtbFound {
                 dtb: at,
+                arch: Arch::X64,
                 self_map_index: index,
                 method: DtbMethod::Pml4Scan {
                     pages_scanned: scanned,
@@ -365,19 +531,148 @@ fn scan_for_pml4(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFou
     ))
 }
 
+/// Scan physical pages from 0 (bounded by `limits.pml4_scan_pages` and the captured pages)
+/// with `probe`, which returns the root found in a page and its self-map index.
+fn scan_pages(
+    target: &dyn Target,
+    limits: &DiscoveryLimits,
+    mut probe: impl FnMut(&[u8], u64) -> Option<(u64, u16)>,
+) -> Result<(u64, u16, u64), String> {
+    let captured = target.captured_pages();
+    let mut readable = 0u64;
+    let mut scanned = 0u64;
+    let mut page = [0u8; PAGE_SIZE as usize];
+    let mut stop = "the page limit";
+    for pfn in 0..limits.pml4_scan_pages {
+        if captured.is_some_and(|c| readable >= c) {
+            stop = "every captured page";
+            break;
+        }
+        let at = pfn * PAGE_SIZE;
+        match target.read_physical(at, &mut page) {
+            Ok(()) => readable += 1,
+            Err(ReadError::OutOfRange { .. }) => {
+                stop = "the end of physical memory";
+                break;
+            }
+            Err(_) => {
+                scanned += 1;
+                continue;
+            }
+        }
+        scanned += 1;
+        if let Some((root, index)) = probe(&page, at) {
+            return Ok((root, index, scanned));
+        }
+    }
+    Err(format!(
+        "{scanned} physical pages from 0 ({readable} readable) up to {stop}"
+    ))
+}
+
+fn scan_for_pae_pdpt(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFound, String> {
+    let found = scan_pages(target, limits, |page, at| {
+        // Physical addresses of a PAE CR3 are below 4 GiB.
+        if at >> 32 != 0 {
+            return None;
+        }
+        (0..PAGE_SIZE as usize).step_by(32).find_map(|off| {
+            pae_pdpt_frames(&page[off..off + 32])?;
+            let pdpt = at + off as u64;
+            validate_pae_pdpt(target, pdpt).map(|index| (pdpt, index))
+        })
+    });
+    match found {
+        Ok((dtb, index, scanned)) => Ok(DtbFound {
+            dtb,
+            arch: Arch::X86 { pae: true },
+            self_map_index: index,
+            method: DtbMethod::PaePdptScan {
+                pages_scanned: scanned,
+            },
+            detail: format!(
+                "DTB {dtb:#x} from a scan for a self-mapped x86 PAE PDPT ({scanned} pages scanned), page tables at 0xc0000000"
+            ),
+        }),
+        Err(what) => Err(format!("PAE PDPT scan: {what}, no self-mapped PDPT")),
+    }
+}
+
+fn scan_for_x86_pd(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFound, String> {
+    let found = scan_pages(target, limits, |page, at| {
+        if at >> 32 != 0 {
+            return None;
+        }
+        x86_self_map_in(page, at)?;
+        validate_x86_pd(target, at).map(|index| (at, index))
+    });
+    match found {
+        Ok((dtb, index, scanned)) => Ok(DtbFound {
+            dtb,
+            arch: Arch::X86 { pae: false },
+            self_map_index: index,
+            method: DtbMethod::X86PdScan {
+                pages_scanned: scanned,
+            },
+            detail: format!(
+                "DTB {dtb:#x} from a scan for a self-mapped x86 page directory ({scanned} pages scanned), self-map index {index:#x}"
+            ),
+        }),
+        Err(what) => Err(format!(
+            "x86 page directory scan: {what}, no self-mapped page directory"
+        )),
+    }
+}
+
 /// Counts and budget of a walk over the kernel half.
 struct Walk<'a> {
     target: &'a dyn Target,
+    spec: &'static PagingSpec,
     tables_read: u64,
     table_limit: u64,
     /// A table page was skipped because the budget was spent.
     table_budget_hit: bool,
     /// Physical addresses of the table pages read, in walk order.
     tables: Vec<u64>,
+    /// Frames of the tables the page-table self-map names: entries pointing at them are
+    /// skipped, they would enumerate the page tables (x64 and non-PAE x86: the root; PAE:
+    /// the four page directories).
+    self_tables: Vec<u64>,
 }
 
-impl Walk<'_> {
-    fn table(&mut self, address: u64) -> Option<Vec<u64>> {
+impl<'a> Walk<'a> {
+    fn new(
+        target: &'a dyn Target,
+        spec: &'static PagingSpec,
+        root: &[u64],
+        root_frame: u64,
+        limits: &DiscoveryLimits,
+    ) -> Walk<'a> {
+        let mut self_tables = vec![root_frame];
+        // A PAE PDPT is no page: the self-map names the directories below it.
+        if spec.levels.first().is_some_and(|l| !l.permissions) {
+            self_tables.extend(
+                root.iter()
+                    .filter(|e| *e & bits::PRESENT != 0)
+                    .map(|e| e & spec.frame_mask),
+            );
+        }
+        Walk {
+            target,
+            spec,
+            tables_read: 0,
+            table_limit: limits.table_pages,
+            table_budget_hit: false,
+            tables: Vec::new(),
+            self_tables,
+        }
+    }
+
+    fn entries(&self, level: usize) -> usize {
+        1 << self.spec.levels[level].index_bits
+    }
+
+    fn table(&mut self, address: u64, level: usize) -> Option<Vec<u64>> {
         if self.tables_read >= self.table_limit {
             self.table_budget_hit = true;
             return None;
@@ -386,116 +681,151 @@ impl Walk<'_> {
         let mut page = [0u8; PAGE_SIZE as usize];
         self.target.read_physical(address, &mut page).ok()?;
         self.tables.push(address);
-        Some((0..ENTRIES).map(|i| entry(&page, i)).collect())
+        let size = self.spec.entry_size;
+        Some(
+            (0..self.entries(level))
+                .map(|i| entry_sized(&page, i, size))
+                .collect(),
+        )
     }
 
     fn first_entry(&self, table: u64) -> Option<u64> {
         let mut b = [0u8; 8];
-        self.target.read_physical(table, &mut b).ok()?;
+        let n = self.spec.entry_size as usize;
+        self.target.read_physical(table, &mut b[..n]).ok()?;
         Some(u64::from_le_bytes(b))
     }
 
-    /// Visit mapped kernel-half pages (`va`, `physical`) in address order: with `step` 2 MiB,
-    /// each 2 MiB-aligned mapped address (reading only the first entry of page tables); with
-    /// `step` 4 KiB, every mapped page. Slots naming the PML4 itself (the self-map) are
-    /// skipped: they would enumerate the page tables.
+    /// Visit mapped kernel-half pages (`va`, `physical`) in address order: with `step` the
+    /// span of one page table (2 MiB; 4 MiB without PAE), each such aligned mapped address
+    /// (reading only the first entry of page tables); with `step` 4 KiB, every mapped page.
+    /// Entries naming the tables of the self-map are skipped: they would enumerate the page
+    /// tables.
     fn visit<T>(
         &mut self,
-        pml4: &[u64],
-        dtb: u64,
+        root: &[u64],
         step: u64,
         f: &mut dyn FnMut(u64, u64) -> ControlFlow<T>,
     ) -> Option<T> {
-        let present = |e: &u64| e & bits::PRESENT != 0;
-        for (i, &e4) in pml4.iter().enumerate().skip(KERNEL_HALF) {
-            if !present(&e4) || e4 & FRAME_MASK == dtb {
+        let spec = self.spec;
+        let top = spec.levels[0];
+        let kernel_bit = 1u64 << (spec.va_bits - 1);
+        for (i, &e) in root.iter().enumerate() {
+            let va = (i as u64) << top.shift;
+            if va & kernel_bit == 0 {
                 continue;
             }
-            let va4 = X64.canonical((i as u64) << 39);
-            let Some(pdpt) = self.table(e4 & FRAME_MASK) else {
-                continue;
-            };
-            for (j, &e3) in pdpt.iter().enumerate() {
-                if !present(&e3) {
-                    continue;
+            if let Some(t) = self.visit_entry(0, spec.canonical(va), e, step, f) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// One entry of a table at `level` that maps `va`.
+    fn visit_entry<T>(
+        &mut self,
+        level: usize,
+        va: u64,
+        e: u64,
+        step: u64,
+        f: &mut dyn FnMut(u64, u64) -> ControlFlow<T>,
+    ) -> Option<T> {
+        let spec = self.spec;
+        let present = |e: u64| e & bits::PRESENT != 0;
+        if !present(e) {
+            return None;
+        }
+        let frame = e & spec.frame_mask;
+        let l = spec.levels[level];
+        let last = spec.levels.len() - 1;
+        if level == last {
+            return f(va, frame).break_value();
+        }
+        // The root's own entries name the PAE directories: only a root naming itself is
+        // the self-map there.
+        let self_map = if level == 0 {
+            self.self_tables.first() == Some(&frame)
+        } else {
+            self.self_tables.contains(&frame)
+        };
+        if self_map {
+            return None;
+        }
+        if l.large_pages && e & bits::LARGE != 0 {
+            let size = 1u64 << l.shift;
+            let frame = frame & !(size - 1);
+            for off in (0..size).step_by(step as usize) {
+                if let ControlFlow::Break(t) = f(va + off, frame + off) {
+                    return Some(t);
                 }
-                let va3 = va4 | ((j as u64) << 30);
-                if e3 & bits::LARGE != 0 {
-                    let frame = e3 & FRAME_MASK & !(ONE_GIB - 1);
-                    for off in (0..ONE_GIB).step_by(step as usize) {
-                        if let ControlFlow::Break(t) = f(va3 + off, frame + off) {
-                            return Some(t);
-                        }
-                    }
-                    continue;
-                }
-                let Some(pd) = self.table(e3 & FRAME_MASK) else {
-                    continue;
-                };
-                for (k, &e2) in pd.iter().enumerate() {
-                    if !present(&e2) {
-                        continue;
-                    }
-                    let va2 = va3 | ((k as u64) << 21);
-                    if e2 & bits::LARGE != 0 {
-                        let frame = e2 & FRAME_MASK & !(TWO_MIB - 1);
-                        for off in (0..TWO_MIB).step_by(step as usize) {
-                            if let ControlFlow::Break(t) = f(va2 + off, frame + off) {
-                                return Some(t);
-                            }
-                        }
-                        continue;
-                    }
-                    let table = e2 & FRAME_MASK;
-                    if step >= TWO_MIB {
-                        let Some(e1) = self.first_entry(table) else {
-                            continue;
-                        };
-                        if present(&e1) {
-                            if let ControlFlow::Break(t) = f(va2, e1 & FRAME_MASK) {
-                                return Some(t);
-                            }
-                        }
-                        continue;
-                    }
-                    let Some(pt) = self.table(table) else {
-                        continue;
-                    };
-                    for (l, &e1) in pt.iter().enumerate() {
-                        if present(&e1) {
-                            if let ControlFlow::Break(t) =
-                                f(va2 | ((l as u64) << 12), e1 & FRAME_MASK)
-                            {
-                                return Some(t);
-                            }
-                        }
-                    }
-                }
+            }
+            return None;
+        }
+        let next = level + 1;
+        if next == last && step > PAGE_SIZE {
+            let e1 = self.first_entry(frame)?;
+            if present(e1) {
+                return f(va, e1 & spec.frame_mask).break_value();
+            }
+            return None;
+        }
+        let table = self.table(frame, next)?;
+        let shift = spec.levels[next].shift;
+        for (j, &child) in table.iter().enumerate() {
+            if let Some(t) = self.visit_entry(next, va | ((j as u64) << shift), child, step, f) {
+                return Some(t);
             }
         }
         None
     }
 }
 
-/// The kernel's part of physical memory: the PML4 at `dtb`, the page tables of its kernel half
-/// and every frame they map there (large pages expanded), ascending; bounded by
-/// `limits.table_pages`.
+/// The root table of `dtb` in mode `spec` as entries, or `None` when it cannot be read or
+/// `dtb` is not aligned for the mode.
+fn root_table(target: &dyn Target, spec: &PagingSpec, dtb: u64) -> Option<Vec<u64>> {
+    if dtb & !spec.root_mask != 0 {
+        return None;
+    }
+    let entries = 1usize << spec.levels[0].index_bits;
+    let mut raw = vec![0u8; entries * spec.entry_size as usize];
+    target.read_physical(dtb, &mut raw).ok()?;
+    Some(
+        (0..entries)
+            .map(|i| entry_sized(&raw, i, spec.entry_size))
+            .collect(),
+    )
+}
+
+/// The span of one last-level page table: the aligned step of the kernel search.
+fn table_span(spec: &PagingSpec) -> u64 {
+    let levels = spec.levels;
+    1u64 << levels[levels.len().saturating_sub(2)].shift
+}
+
+/// The kernel's part of physical memory of an x64 machine; see [`kernel_half_frames_with`].
 #[must_use]
 pub fn kernel_half_frames(target: &dyn Target, dtb: u64, limits: &DiscoveryLimits) -> Vec<u64> {
-    let mut page = [0u8; PAGE_SIZE as usize];
-    if target.read_physical(dtb & FRAME_MASK, &mut page).is_err() {
+    kernel_half_frames_with(target, &X64, dtb & FRAME_MASK, limits)
+}
+
+/// The kernel's part of physical memory: the root table at `dtb` (PML4, PAE PDPT or page
+/// directory, per `spec`), the page tables of its kernel half and every frame they map there
+/// (large pages expanded), ascending; bounded by `limits.table_pages`.
+#[must_use]
+pub fn kernel_half_frames_with(
+    target: &dyn Target,
+    spec: &'static PagingSpec,
+    dtb: u64,
+    limits: &DiscoveryLimits,
+) -> Vec<u64> {
+    let dtb = dtb & spec.root_mask;
+    let Some(root) = root_table(target, spec, dtb) else {
         return Vec::new();
-    }
-    let pml4: Vec<u64> = (0..ENTRIES).map(|i| entry(&page, i)).collect();
-    let mut walk = Walk {
-        target,
-        tables_read: 0,
-        table_limit: limits.table_pages,
-        table_budget_hit: false,
-        tables: Vec::new(),
     };
+    let mut walk = Walk::new(target, spec, &root, dtb & !(PAGE_SIZE - 1), limits);
     let mut frames = std::collections::BTreeSet::from([dtb / PAGE_SIZE]);
-    walk.visit::<()>(&pml4, dtb & FRAME_MASK, PAGE_SIZE, &mut |_, physical| {
+    walk.visit::<()>(&root, PAGE_SIZE, &mut |_, physical| {
         frames.insert(physical / PAGE_SIZE);
         ControlFlow::Continue(())
     });
@@ -503,25 +833,31 @@ pub fn kernel_half_frames(target: &dyn Target, dtb: u64, limits: &DiscoveryLimit
     frames.into_iter().collect()
 }
 
-/// Find the kernel image in the kernel half of `dtb`'s address space.
+/// Find the kernel image in the kernel half of an x64 `dtb`'s address space; see
+/// [`find_kernel_with`].
 pub fn find_kernel(
     target: &Arc<dyn Target>,
     dtb: u64,
     limits: &DiscoveryLimits,
 ) -> Result<KernelFound, DiscoveryError> {
-    let mut page = [0u8; PAGE_SIZE as usize];
-    if dtb & !FRAME_MASK != 0 || target.read_physical(dtb, &mut page).is_err() {
+    find_kernel_with(target, &X64, dtb, limits)
+}
+
+/// Find the kernel image in the kernel half of `dtb`'s address space in paging mode `spec`
+/// (x64: the upper half; x86: from 0x80000000).
+pub fn find_kernel_with(
+    target: &Arc<dyn Target>,
+    spec: &'static PagingSpec,
+    dtb: u64,
+    limits: &DiscoveryLimits,
+) -> Result<KernelFound, DiscoveryError> {
+    let Some(root) = root_table(target.as_ref(), spec, dtb) else {
         return Err(DiscoveryError::InvalidDtb { dtb });
-    }
-    let pml4: Vec<u64> = (0..ENTRIES).map(|i| entry(&page, i)).collect();
-    let space = AddressSpace::new(Arc::clone(target), &X64, dtb);
-    let mut walk = Walk {
-        target: target.as_ref(),
-        tables_read: 0,
-        table_limit: limits.table_pages,
-        table_budget_hit: false,
-        tables: Vec::new(),
     };
+    let space = AddressSpace::new(Arc::clone(target), spec, dtb);
+    let mut walk = Walk::new(target.as_ref(), spec, &root, dtb & !(PAGE_SIZE - 1), limits);
+    let span = table_span(spec);
+    let span_name = format!("{} MiB", span >> 20);
     let mut candidates = 0u64;
     let mut others = 0u64;
     let check = |va: u64, physical: u64, candidates: &mut u64, others: &mut u64| {
@@ -547,7 +883,7 @@ pub fn find_kernel(
         }
     };
 
-    let found = walk.visit(&pml4, dtb, TWO_MIB, &mut |va, phys| match check(
+    let found = walk.visit(&root, span, &mut |va, phys| match check(
         va,
         phys,
         &mut candidates,
@@ -559,7 +895,7 @@ pub fn find_kernel(
     let aligned = candidates;
     if let Some((base, pdb)) = found {
         let detail = format!(
-            "kernel base {base:#x}: MZ + RSDS {} {}-{:X} found scanning 2 MiB-aligned kernel mappings ({aligned} candidates)",
+            "kernel base {base:#x}: MZ + RSDS {} {}-{:X} found scanning {span_name}-aligned kernel mappings ({aligned} candidates)",
             pdb.name, pdb.guid, pdb.age
         );
         return Ok(KernelFound {
@@ -574,8 +910,8 @@ pub fn find_kernel(
 
     let mut pages = 0u64;
     let mut page_budget_hit = false;
-    let found = walk.visit(&pml4, dtb, PAGE_SIZE, &mut |va, phys| {
-        if va % TWO_MIB == 0 {
+    let found = walk.visit(&root, PAGE_SIZE, &mut |va, phys| {
+        if va % span == 0 {
             return ControlFlow::Continue(());
         }
         if pages >= limits.kernel_pages {
@@ -590,7 +926,7 @@ pub fn find_kernel(
     });
     if let Some(Some((base, pdb))) = found {
         let detail = format!(
-            "kernel base {base:#x}: MZ + RSDS {} {}-{:X} found scanning 4 KiB kernel pages ({aligned} 2 MiB-aligned candidates, then {pages} pages)",
+            "kernel base {base:#x}: MZ + RSDS {} {}-{:X} found scanning 4 KiB kernel pages ({aligned} {span_name}-aligned candidates, then {pages} pages)",
             pdb.name, pdb.guid, pdb.age
         );
         return Ok(KernelFound {
@@ -603,7 +939,7 @@ pub fn find_kernel(
         });
     }
     let mut scanned = format!(
-        "{aligned} 2 MiB-aligned kernel mappings and {pages} 4 KiB pages checked for MZ, {others} other images, {} page-table pages read",
+        "{aligned} {span_name}-aligned kernel mappings and {pages} 4 KiB pages checked for MZ, {others} other images, {} page-table pages read",
         walk.tables_read
     );
     if page_budget_hit {

@@ -5,7 +5,7 @@
 //! everything captured, the kernel's (mapped in the kernel half, with their page tables), or
 //! those a playbook run touched (a recording that replays offline).
 
-use crate::discovery::{kernel_half_frames, DiscoveryLimits};
+use crate::discovery::{kernel_half_frames_with, DiscoveryLimits};
 use crate::model::ModelContext;
 use crate::session::Session;
 use crate::target::{Arch, ProcessorContext, PAGE_SIZE};
@@ -78,8 +78,9 @@ pub fn write_bitmap_dump(
             Some(pfns) => pfns,
             None => ram_frames(session).map_err(DumpWriteError::NoPageList)?,
         },
-        PageSelection::Kernel => kernel_half_frames(
+        PageSelection::Kernel => kernel_half_frames_with(
             target.as_ref(),
+            session.kernel_space.spec(),
             session.kernel_space.dtb(),
             &DiscoveryLimits::default(),
         ),

@@ -21,8 +21,27 @@ use thiserror::Error;
 /// Where x64 Windows maps KUSER_SHARED_DATA for the kernel: fixed by the platform, not by a
 /// build.
 pub const KUSER_SHARED_DATA_X64: u64 = 0xFFFF_F780_0000_0000;
+/// Where 32-bit Windows (PAE or not) maps KUSER_SHARED_DATA for the kernel.
+pub const KUSER_SHARED_DATA_X86: u64 = 0xFFDF_0000;
 /// Where every process sees the same page, read-only.
 pub const KUSER_SHARED_DATA_USER: u64 = 0x7FFE_0000;
+
+/// The kernel-mode address of KUSER_SHARED_DATA for a kernel whose pointers are
+/// `pointer_size` bytes wide (the one place that chooses it by architecture).
+///
+/// ```
+/// use kds_runtime::kernel::kuser_shared_data;
+/// assert_eq!(kuser_shared_data(8), 0xFFFF_F780_0000_0000);
+/// assert_eq!(kuser_shared_data(4), 0xFFDF_0000);
+/// ```
+#[must_use]
+pub fn kuser_shared_data(pointer_size: u64) -> u64 {
+    if pointer_size == 4 {
+        KUSER_SHARED_DATA_X86
+    } else {
+        KUSER_SHARED_DATA_X64
+    }
+}
 
 /// Index of `DllBase` in a loader entry, in pointers (after two LIST_ENTRYs' worth of fields).
 const DLL_BASE_POINTER_INDEX: u64 = 6;
@@ -80,7 +99,10 @@ pub fn locate_kernel(
     {
         return Err(KernelError::NoAnchor);
     }
-    if let Some(list) = identity.ps_loaded_module_list {
+    // A 32-bit kernel's anchors may arrive sign-extended (KD packets, KDDEBUGGER_DATA64):
+    // cut them to the paging mode's addresses; x64 addresses are unchanged.
+    let spec = space.spec();
+    if let Some(list) = identity.ps_loaded_module_list.map(|a| spec.canonical(a)) {
         match base_from_loaded_module_list(space, list) {
             Ok(base) => match image_at(space, base) {
                 Ok(pe) => {
@@ -97,7 +119,7 @@ pub fn locate_kernel(
             Err(e) => attempts.push(format!("PsLoadedModuleList {list:#x}: {e}")),
         }
     }
-    if let Some(kdbg) = identity.kd_debugger_data_block {
+    if let Some(kdbg) = identity.kd_debugger_data_block.map(|a| spec.canonical(a)) {
         match base_from_kdbg(space, kdbg) {
             Ok(base) => match image_at(space, base) {
                 Ok(pe) => {
@@ -114,7 +136,7 @@ pub fn locate_kernel(
             Err(e) => attempts.push(format!("KdDebuggerDataBlock {kdbg:#x}: {e}")),
         }
     }
-    if let Some(base) = identity.kernel_base {
+    if let Some(base) = identity.kernel_base.map(|a| spec.canonical(a)) {
         match image_at(space, base) {
             Ok(pe) => {
                 return Ok(KernelImage {
@@ -151,9 +173,11 @@ fn base_from_kdbg(space: &AddressSpace, kdbg: u64) -> Result<u64, String> {
             "OwnerTag is {tag:#010x}, not 'KDBG' (the block may still be encoded)"
         ));
     }
-    // KDBG pointers are 64-bit on every architecture, sign-extended on x86.
+    // KDBG pointers are 64-bit on every architecture, sign-extended on x86: narrowed to the
+    // paging mode's addresses.
     space
         .read_u64(kdbg + KDBG_KERNBASE_OFFSET)
+        .map(|base| space.spec().canonical(base))
         .map_err(|e| format!("cannot read KernBase: {e}"))
 }
 
@@ -297,5 +321,54 @@ mod tests {
             }
         }
         assert_eq!(checked, 5, "three x64 and two x86 tables");
+    }
+}
+
+#[cfg(test)]
+mod x86_tests {
+    use super::*;
+    use crate::mmu::X86;
+    use crate::target::{MemoryTarget, Target, PAGE_SIZE};
+    use std::sync::Arc;
+
+    const P_W: u32 = 0x3;
+
+    /// A non-PAE space (directory at frame 3) mapping `pages` (VA, frame) through page
+    /// table frame 0x20.
+    fn x86_space(m: MemoryTarget, pages: &[(u64, u64)]) -> AddressSpace {
+        for &(va, frame) in pages {
+            let pde_at = 3 * PAGE_SIZE + (va >> 22) * 4;
+            m.write_physical(pde_at, &(0x20000 | P_W).to_le_bytes());
+            let pte_at = 0x20000 + ((va >> 12) & 0x3FF) * 4;
+            m.write_physical(pte_at, &((frame * PAGE_SIZE) as u32 | P_W).to_le_bytes());
+        }
+        let target: Arc<dyn Target> = Arc::new(m);
+        AddressSpace::new(target, &X86, 3 * PAGE_SIZE)
+    }
+
+    #[test]
+    fn kdbg_pointers_and_identity_anchors_of_a_32_bit_kernel_are_narrowed() {
+        let m = MemoryTarget::x64(3);
+        let kdbg = 0x8250_0000u64;
+        let mut block = vec![0u8; 0x40];
+        block[0x10..0x14].copy_from_slice(&KDBG_OWNER_TAG.to_le_bytes());
+        block[0x18..0x20].copy_from_slice(&0xFFFF_FFFF_8240_0000u64.to_le_bytes());
+        m.write_physical(0x50 * PAGE_SIZE, &block);
+        let space = x86_space(m, &[(kdbg, 0x50)]);
+        assert_eq!(base_from_kdbg(&space, kdbg), Ok(0x8240_0000));
+        // The identity carries the block's address sign-extended (as KD does).
+        let mut identity = space.target().identity().clone();
+        identity.kd_debugger_data_block = Some(0xFFFF_FFFF_8250_0000);
+        let err = locate_kernel(&space, &identity).unwrap_err().to_string();
+        assert!(
+            err.contains("KdDebuggerDataBlock 0x82500000 names KernBase 0x82400000, but"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kuser_shared_data_is_chosen_by_pointer_size() {
+        assert_eq!(kuser_shared_data(4), KUSER_SHARED_DATA_X86);
+        assert_eq!(kuser_shared_data(8), KUSER_SHARED_DATA_X64);
     }
 }

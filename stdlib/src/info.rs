@@ -3,7 +3,7 @@
 
 use crate::bugcheck::{self, BugCheckInfo};
 use crate::format::{filetime, pointer, pointer_0x, uptime};
-use kds_runtime::kernel::{KernelSource, KUSER_SHARED_DATA_X64};
+use kds_runtime::kernel::{kuser_shared_data, KernelSource};
 use kds_runtime::session::Session;
 use kds_runtime::symbols::{PdbIdentity, SymbolTable};
 use kds_runtime::target::{Arch, TargetIdentity, TargetKind};
@@ -63,6 +63,17 @@ pub struct OsSummary {
 #[must_use]
 pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
     let mut identity = session.target.identity().clone();
+    // A 32-bit kernel's addresses may arrive sign-extended in 64-bit fields (KD, KDBG).
+    let arch = identity.arch;
+    for slot in [
+        &mut identity.ps_loaded_module_list,
+        &mut identity.ps_active_process_head,
+        &mut identity.kd_debugger_data_block,
+        &mut identity.pfn_database,
+        &mut identity.kernel_base,
+    ] {
+        *slot = slot.map(|a| arch.narrow(a));
+    }
     // A header-less image names none of these: they come from the kernel's symbols.
     if identity.processor_count == 0 {
         identity.processor_count = session.processor_count();
@@ -135,11 +146,12 @@ pub fn collect(session: &Session, file_size: Option<u64>) -> TargetInfo {
 
 fn read_os_summary(session: &Session, table: &SymbolTable) -> Option<OsSummary> {
     let space = &session.kernel_space;
+    let base = kuser_shared_data(space.spec().pointer_size);
     let kuser = |field: &str| {
         table
             .offset_of("_KUSER_SHARED_DATA", field)
             .ok()
-            .map(|off| KUSER_SHARED_DATA_X64 + off)
+            .map(|off| base + off)
     };
     let major = space.read_u32(kuser("NtMajorVersion")?).ok()?;
     let minor = space.read_u32(kuser("NtMinorVersion")?).ok()?;
@@ -251,10 +263,12 @@ fn suite_names(mask: u32) -> String {
         .join(" ")
 }
 
+/// The architecture as the `Kernel Version` banner line ends: `Free x64`, and on 32-bit
+/// kernels (PAE or not) `Free x86 compatible`.
 fn arch_name(arch: Arch) -> &'static str {
     match arch {
         Arch::X64 => "x64",
-        Arch::X86 { .. } => "x86",
+        Arch::X86 { .. } => "x86 compatible",
     }
 }
 
@@ -479,4 +493,16 @@ pub fn render_details(info: &TargetInfo) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_32_bit_kernels_x86_compatible() {
+        assert_eq!(arch_name(Arch::X64), "x64");
+        assert_eq!(arch_name(Arch::X86 { pae: true }), "x86 compatible");
+        assert_eq!(arch_name(Arch::X86 { pae: false }), "x86 compatible");
+    }
 }

@@ -5,7 +5,7 @@ use crate::debugger::Debugger;
 use crate::error::CommandError;
 use crate::format::pointer;
 use crate::report::Report;
-use kds_runtime::stack::thread_context;
+use kds_runtime::stack::{thread_context, x86_thread_context};
 use kds_runtime::unwind::Register;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -22,11 +22,14 @@ pub struct RegisterValue {
 pub struct Registers {
     pub thread: u64,
     pub registers: Vec<RegisterValue>,
-    /// `module!symbol+0xoff` of rip.
+    /// `module!symbol+0xoff` of rip (eip on x86).
     pub rip_symbol: Option<String>,
     /// Only the register asked for (`r rip`).
     #[serde(skip)]
     pub single: bool,
+    /// 8 on x64, 4 on x86 (register width and names).
+    #[serde(skip)]
+    pub pointer_size: u64,
 }
 
 /// WinDbg's order: three a line.
@@ -35,10 +38,53 @@ const ORDER: [&str; 17] = [
     "r13", "r14", "r15",
 ];
 
+/// WinDbg's x86 order: three a line (`efl` is EFLAGS).
+const ORDER_X86: [&str; 10] = [
+    "eax", "ebx", "ecx", "edx", "esi", "edi", "eip", "esp", "ebp", "efl",
+];
+
+/// `r [name]` on an x86 target: 32-bit registers, `{:08x}`.
+fn r_x86(
+    dbg: &mut Debugger,
+    thread: &kds_runtime::model::Object,
+    name: Option<&str>,
+) -> Result<Registers, CommandError> {
+    let model = std::sync::Arc::clone(dbg.model());
+    let ctx = x86_thread_context(&model, thread).map_err(CommandError::NotFound)?;
+    let names: Vec<&str> = match name {
+        Some(n) => {
+            let n = n.trim_start_matches('@').to_ascii_lowercase();
+            let known = ORDER_X86.iter().find(|o| **o == n).ok_or_else(|| {
+                CommandError::usage(format!(
+                    "bad register `{n}`: x86 integer registers, eip and efl"
+                ))
+            })?;
+            vec![*known]
+        }
+        None => ORDER_X86.to_vec(),
+    };
+    Ok(Registers {
+        thread: thread.address(),
+        registers: names
+            .iter()
+            .map(|n| RegisterValue {
+                name: (*n).to_string(),
+                value: ctx.get(n),
+            })
+            .collect(),
+        rip_symbol: dbg.symbolize(ctx.eip).map(|s| s.to_string()),
+        single: name.is_some(),
+        pointer_size: 4,
+    })
+}
+
 /// `r [name]`.
 pub fn r_command(dbg: &mut Debugger, name: Option<&str>) -> Result<Registers, CommandError> {
     let thread = dbg.implicit_thread()?;
     let model = std::sync::Arc::clone(dbg.model());
+    if model.pointer_size() == 4 {
+        return r_x86(dbg, &thread, name);
+    }
     let ctx = thread_context(&model, &thread).map_err(CommandError::NotFound)?;
     let value = |n: &str| -> Option<u64> {
         match n {
@@ -71,15 +117,20 @@ pub fn r_command(dbg: &mut Debugger, name: Option<&str>) -> Result<Registers, Co
             .collect(),
         rip_symbol: dbg.symbolize(ctx.rip).map(|s| s.to_string()),
         single: name.is_some(),
+        pointer_size: 8,
     })
 }
 
 impl Report for Registers {
     fn render(&self, out: &mut String) {
+        let x86 = self.pointer_size == 4;
         let show = |r: &RegisterValue| {
-            let v = r
-                .value
-                .map_or_else(|| "????????????????".to_string(), |v| format!("{v:016x}"));
+            let v = match (r.value, x86) {
+                (Some(v), true) => format!("{v:08x}"),
+                (Some(v), false) => format!("{v:016x}"),
+                (None, true) => "????????".to_string(),
+                (None, false) => "????????????????".to_string(),
+            };
             format!("{:>3}={v}", r.name)
         };
         if self.single {
@@ -95,11 +146,57 @@ impl Report for Registers {
         let rip = self
             .registers
             .iter()
-            .find(|r| r.name == "rip")
+            .find(|r| r.name == if x86 { "eip" } else { "rip" })
             .and_then(|r| r.value);
         if let (Some(symbol), Some(rip)) = (&self.rip_symbol, rip) {
             let _ = writeln!(out, "{symbol}:");
-            let _ = writeln!(out, "{}", pointer(rip, 8));
+            let _ = writeln!(out, "{}", pointer(rip, if x86 { 4 } else { 8 }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_r_prints_ten_registers_three_a_line_as_eight_digits() {
+        let values = [
+            Some(0x1),
+            None,
+            Some(0x2),
+            None,
+            None,
+            None,
+            Some(0x82a8_bb25),
+            Some(0x8d3b_3b5c),
+            Some(0x8d3b_3b88),
+            Some(0x246),
+        ];
+        let regs = Registers {
+            thread: 0x84d4_a030,
+            registers: ORDER_X86
+                .iter()
+                .zip(values)
+                .map(|(n, value)| RegisterValue {
+                    name: (*n).to_string(),
+                    value,
+                })
+                .collect(),
+            rip_symbol: Some("nt!KiSwapThread+0x266".into()),
+            single: false,
+            pointer_size: 4,
+        };
+        let mut out = String::new();
+        regs.render(&mut out);
+        assert_eq!(
+            out,
+            "eax=00000001 ebx=???????? ecx=00000002\n\
+             edx=???????? esi=???????? edi=????????\n\
+             eip=82a8bb25 esp=8d3b3b5c ebp=8d3b3b88\n\
+             efl=00000246\n\
+             nt!KiSwapThread+0x266:\n\
+             82a8bb25\n"
+        );
     }
 }

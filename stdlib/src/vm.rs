@@ -167,12 +167,20 @@ pub struct VmReport {
 /// Where a counter can come from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
-    /// A counter global of this many bytes.
-    Global(&'static str, u64),
+    /// A counter global of this width.
+    Global(&'static str, Width),
     /// A global counting bytes, shown in pages.
     GlobalBytes(&'static str),
     /// A field (dotted path) of a structure global of the given type.
     Field(&'static str, &'static str, &'static str),
+}
+
+/// Width of a counter global: a `ULONG`, or pointer-sized (`SIZE_T`, `PFN_NUMBER`,
+/// `ULONG_PTR`, a pointer), 4 or 8 bytes by the kernel's pointer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Width {
+    U32,
+    Pointer,
 }
 
 const PARTITION: (&str, &str) = ("MiSystemPartition", "_MI_PARTITION");
@@ -188,19 +196,22 @@ const fn vs(path: &'static str) -> Source {
 
 /// The sources of each plain counter, best first.
 mod sources {
-    use super::{vp, vs, Source};
+    use super::{vp, vs, Source, Width};
     use Source::{Field, Global, GlobalBytes};
 
     pub const PHYSICAL: &[Source] = &[
         vp("Vp.NumberOfPhysicalPages"),
-        Global("MmNumberOfPhysicalPages", 8),
+        Global("MmNumberOfPhysicalPages", Width::Pointer),
     ];
-    pub const AVAILABLE: &[Source] = &[vp("Vp.AvailablePages"), Global("MmAvailablePages", 8)];
+    pub const AVAILABLE: &[Source] = &[
+        vp("Vp.AvailablePages"),
+        Global("MmAvailablePages", Width::Pointer),
+    ];
     pub const RESIDENT_AVAILABLE: &[Source] = &[
         vp("Vp.ResidentAvailablePages"),
-        Global("MmResidentAvailablePages", 8),
+        Global("MmResidentAvailablePages", Width::Pointer),
     ];
-    pub const LOCKED_IO: &[Source] = &[Global("MmSystemLockPagesCount", 8)];
+    pub const LOCKED_IO: &[Source] = &[Global("MmSystemLockPagesCount", Width::Pointer)];
     pub const FREE_SYSTEM_PTES: &[Source] = &[
         vs("Vs.SystemPteInfo.TotalFreeSystemPtes"),
         Field(
@@ -208,7 +219,7 @@ mod sources {
             "_MI_SYSTEM_PTE_TYPE",
             "TotalFreeSystemPtes",
         ),
-        Global("MmTotalFreeSystemPtes", 4),
+        Global("MmTotalFreeSystemPtes", Width::U32),
     ];
     pub const MODIFIED: &[Source] = &[
         vp("Vp.ModifiedPageListHead.Total"),
@@ -216,7 +227,7 @@ mod sources {
     ];
     pub const MODIFIED_PF: &[Source] = &[
         vp("Vp.TotalPagesForPagingFile"),
-        Global("MmTotalPagesForPagingFile", 8),
+        Global("MmTotalPagesForPagingFile", Width::Pointer),
     ];
     pub const MODIFIED_NO_WRITE: &[Source] = &[
         vp("Vp.ModifiedNoWritePageListHead.Total"),
@@ -225,11 +236,11 @@ mod sources {
     /// After the pool descriptors.
     pub const NONPAGED_USAGE: &[Source] = &[
         vs("Pools.AllocatedNonPagedPool"),
-        Global("MmAllocatedNonPagedPool", 8),
+        Global("MmAllocatedNonPagedPool", Width::Pointer),
     ];
     pub const NONPAGED_MAX: &[Source] = &[
         vs("Vs.MaximumNonPagedPoolInPages"),
-        Global("MmMaximumNonPagedPoolInPages", 8),
+        Global("MmMaximumNonPagedPoolInPages", Width::Pointer),
         GlobalBytes("MmMaximumNonPagedPoolInBytes"),
     ];
     /// After the pool descriptors.
@@ -243,26 +254,35 @@ mod sources {
     ];
     pub const PAGED_MAX: &[Source] = &[
         vs("Vs.SizeOfPagedPoolInPages"),
-        Global("MmSizeOfPagedPoolInPages", 8),
+        Global("MmSizeOfPagedPoolInPages", Width::Pointer),
         GlobalBytes("MmSizeOfPagedPoolInBytes"),
     ];
-    pub const SHARED: &[Source] = &[vp("Vp.SharedCommit"), Global("MmSharedCommit", 8)];
-    pub const SPECIAL_POOL: &[Source] = &[Global("MmSpecialPagesInUse", 8)];
-    pub const SHARED_PROCESS: &[Source] = &[vs("Vs.ProcessCommit"), Global("MmProcessCommit", 8)];
+    pub const SHARED: &[Source] = &[
+        vp("Vp.SharedCommit"),
+        Global("MmSharedCommit", Width::Pointer),
+    ];
+    pub const SPECIAL_POOL: &[Source] = &[Global("MmSpecialPagesInUse", Width::Pointer)];
+    pub const SHARED_PROCESS: &[Source] = &[
+        vs("Vs.ProcessCommit"),
+        Global("MmProcessCommit", Width::Pointer),
+    ];
     /// Kernels with `MiState` keep no paged pool commit apart from the allocation, which
     /// WinDbg shows for both lines.
     pub const PAGED_COMMIT: &[Source] = &[
-        Global("MmPagedPoolCommit", 8),
+        Global("MmPagedPoolCommit", Width::Pointer),
         Field("MmPagedPoolInfo", "_MM_PAGED_POOL_INFO", "PagedPoolCommit"),
         vs("Vs.PagedPoolInfo.AllocatedPagedPool"),
     ];
-    pub const DRIVER_COMMIT: &[Source] = &[vs("Vs.DriverCommit"), Global("MmDriverCommit", 4)];
+    pub const DRIVER_COMMIT: &[Source] =
+        &[vs("Vs.DriverCommit"), Global("MmDriverCommit", Width::U32)];
     pub const COMMITTED: &[Source] = &[
         vp("Vp.TotalCommittedPages"),
-        Global("MmTotalCommittedPages", 8),
+        Global("MmTotalCommittedPages", Width::Pointer),
     ];
-    pub const COMMIT_LIMIT: &[Source] =
-        &[vp("Vp.TotalCommitLimit"), Global("MmTotalCommitLimit", 8)];
+    pub const COMMIT_LIMIT: &[Source] = &[
+        vp("Vp.TotalCommitLimit"),
+        Global("MmTotalCommitLimit", Width::Pointer),
+    ];
 }
 
 /// Read every counter `!vm` shows and the private commit of every process.
@@ -300,7 +320,7 @@ pub fn collect(model: &Arc<ModelContext>) -> Result<VmReport, VmError> {
             Ok(c) => commits.push(c),
             Err(e) => warnings.push(format!(
                 "process at {}: {e}",
-                kds_runtime::model::format_address(p.address(), 8)
+                kds_runtime::model::format_address(p.address(), model.pointer_size())
             )),
         }
         if let Some(s) = session_of(p) {
@@ -415,7 +435,8 @@ impl Reader<'_> {
             }
             Source::GlobalBytes(name) => Counter::read(
                 format!("nt!{name}"),
-                self.global(name, 8).map(|bytes| bytes / (PAGE_KB * 1024)),
+                self.global(name, Width::Pointer)
+                    .map(|bytes| bytes / (PAGE_KB * 1024)),
             ),
             Source::Field(global, ty, path) => {
                 Counter::read(format!("nt!{global}.{path}"), self.field(global, ty, path))
@@ -423,17 +444,18 @@ impl Reader<'_> {
         }
     }
 
-    fn global(&self, name: &str, width: u64) -> Result<u64, String> {
+    fn global(&self, name: &str, width: Width) -> Result<u64, String> {
         let at = self
             .model
             .symbol_address(name)
             .ok_or_else(|| format!("`{name}` is not in the symbol table"))?;
         let space = self.model.kernel_space();
         let what = |e: &dyn std::fmt::Display| format!("cannot read nt!{name}: {e}");
-        if width == 4 {
-            space.read_u32(at).map(u64::from).map_err(|e| what(&e))
-        } else {
-            space.read_u64(at).map_err(|e| what(&e))
+        match width {
+            Width::U32 => space.read_u32(at).map(u64::from).map_err(|e| what(&e)),
+            Width::Pointer => {
+                read_pointer_sized(space, at, self.model.pointer_size()).map_err(|e| what(&e))
+            }
         }
     }
 
@@ -470,12 +492,12 @@ impl Reader<'_> {
                         .map(|off| base.wrapping_add(off))
                 });
                 ("nt!MiSystemPartition.Vp.PagingFile", count, array)
-            } else if self.has(Source::Global("MmPagingFile", 8))
-                && self.has(Source::Global("MmNumberOfPagingFiles", 4))
+            } else if self.has(Source::Global("MmPagingFile", Width::Pointer))
+                && self.has(Source::Global("MmNumberOfPagingFiles", Width::U32))
             {
                 (
                     "nt!MmPagingFile",
-                    self.global("MmNumberOfPagingFiles", 4),
+                    self.global("MmNumberOfPagingFiles", Width::U32),
                     self.model.symbol_address("MmPagingFile"),
                 )
             } else {
@@ -508,7 +530,7 @@ impl Reader<'_> {
         let at = self
             .model
             .kernel_space()
-            .read_u64(slot)
+            .read_pointer(slot)
             .map_err(|e| e.to_string())?;
         let o = self
             .model
@@ -528,7 +550,7 @@ impl Reader<'_> {
             .and_then(|off| {
                 self.model
                     .kernel_space()
-                    .read_u64(at.wrapping_add(off))
+                    .read_pointer(at.wrapping_add(off))
                     .map_err(|e| e.to_string())
             })?;
         let name = if buffer == 0 {
@@ -566,7 +588,7 @@ impl Reader<'_> {
                 }
                 // 1 + ExpNumberOfPagedPools descriptors.
                 let n = self
-                    .global("ExpNumberOfPagedPools", 4)
+                    .global("ExpNumberOfPagedPools", Width::U32)
                     .map(|n| n.saturating_add(1));
                 (
                     "nt!ExpPagedPoolDescriptor".into(),
@@ -575,7 +597,7 @@ impl Reader<'_> {
             }
             Pools::NonPaged => {
                 let several = has("ExpNumberOfNonPagedPools")
-                    .then(|| self.global("ExpNumberOfNonPagedPools", 4).ok())
+                    .then(|| self.global("ExpNumberOfNonPagedPools", Width::U32).ok())
                     .flatten()
                     .filter(|n| *n > 1);
                 match several {
@@ -627,7 +649,7 @@ impl Reader<'_> {
             .map(|i| {
                 self.model
                     .kernel_space()
-                    .read_u64(base.wrapping_add(i * ptr))
+                    .read_pointer(base.wrapping_add(i * ptr))
                     .map_err(|e| format!("cannot read nt!{name}[{i}]: {e}"))
             })
             .collect()
@@ -668,6 +690,19 @@ impl Reader<'_> {
 }
 
 /// The sum of counts read from the target (which may hold anything), or the first failure.
+/// An integer of the kernel's pointer width (`SIZE_T`, `PFN_NUMBER`).
+fn read_pointer_sized(
+    space: &kds_runtime::mmu::AddressSpace,
+    at: u64,
+    pointer_size: u64,
+) -> Result<u64, kds_runtime::mmu::VirtualReadError> {
+    if pointer_size == 4 {
+        space.read_u32(at).map(u64::from)
+    } else {
+        space.read_u64(at)
+    }
+}
+
 fn saturating_sum(mut items: impl Iterator<Item = Result<u64, String>>) -> Result<u64, String> {
     items.try_fold(0u64, |sum, item| Ok(sum.saturating_add(item?)))
 }

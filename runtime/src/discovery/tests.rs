@@ -168,7 +168,9 @@ fn nothing_found_says_what_was_scanned() {
     assert_eq!(
         err.to_string(),
         "no kernel DTB found: processor start block: 256 pages below 0x100000 searched (256 unreadable), blocks found: none, none holding a valid PML4; \
-         PML4 scan: 427 physical pages from 0 (1 readable) up to every captured page, no self-mapped PML4"
+         PML4 scan: 427 physical pages from 0 (1 readable) up to every captured page, no self-mapped PML4; \
+         PAE PDPT scan: 427 physical pages from 0 (1 readable) up to every captured page, no self-mapped PDPT; \
+         x86 page directory scan: 427 physical pages from 0 (1 readable) up to every captured page, no self-mapped page directory"
     );
 }
 
@@ -257,4 +259,285 @@ fn discover_combines_both() {
     let json = serde_json::to_value(&d).unwrap();
     assert_eq!(json["dtb"]["method"]["kind"], "processor_start_block");
     assert_eq!(json["kernel"]["pdb"]["name"], "ntkrnlmp.pdb");
+}
+
+// ---- 32-bit x86 (PAE and not) ----
+
+const X86_NT_BASE: u64 = 0x8240_0000;
+
+/// `image(pdb)` as a PE32 i386 image based at `base`.
+fn image32(pdb: &str, base: u64) -> Vec<u8> {
+    let mut img = image(pdb);
+    let fh = 0x84;
+    put16(&mut img, fh, crate::pe::MACHINE_I386);
+    put16(&mut img, fh + 16, 224);
+    let opt = fh + 20;
+    img[opt..opt + 224].fill(0);
+    put16(&mut img, opt, 0x10b);
+    put32(&mut img, opt + 28, base as u32);
+    put32(&mut img, opt + 56, 0x2000);
+    put32(&mut img, opt + 60, 0x400);
+    let dirs = opt + 96;
+    put32(&mut img, dirs - 4, 16);
+    put32(&mut img, dirs + 6 * 8, 0x1000);
+    put32(&mut img, dirs + 6 * 8 + 4, 28);
+    img
+}
+
+const P_W: u64 = bits::PRESENT | bits::WRITE;
+
+/// A PAE machine: the PDPT at 0x3020 (32-byte aligned, not page-aligned) names directories
+/// at frames 0x4..0x7; directory 3 maps the four directories (the 0xC0000000 self-map).
+/// Page tables are handed out from frame 0x20.
+struct Pae {
+    m: MemoryTarget,
+    next: std::cell::Cell<u64>,
+}
+
+const PDPT: u64 = 0x3020;
+
+impl Pae {
+    fn new() -> Pae {
+        let m = MemoryTarget::x64(0x3);
+        for frame in 0x4..0x8u64 {
+            m.write_physical(frame * PAGE_SIZE, &[0u8; 8]);
+        }
+        for k in 0..4u64 {
+            m.write_physical(
+                PDPT + 8 * k,
+                &((0x4000 + k * 0x1000) | bits::PRESENT).to_le_bytes(),
+            );
+            m.write_physical(0x7000 + 8 * k, &((0x4000 + k * 0x1000) | P_W).to_le_bytes());
+        }
+        Pae {
+            m,
+            next: std::cell::Cell::new(0x20),
+        }
+    }
+
+    fn pde_at(va: u64) -> u64 {
+        0x4000 + (va >> 30) * 0x1000 + ((va >> 21) & 0x1FF) * 8
+    }
+
+    fn read(&self, at: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.m.read_physical(at, &mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    /// Map the 4 KiB page `va` to `physical`.
+    fn map(&self, va: u64, physical: u64) {
+        let pde_at = Pae::pde_at(va);
+        let mut pde = self.read(pde_at);
+        if pde & bits::PRESENT == 0 {
+            let frame = self.next.get();
+            self.next.set(frame + 1);
+            pde = (frame << 12) | P_W;
+            self.m.write_physical(pde_at, &pde.to_le_bytes());
+        }
+        let pte_at = (pde & 0xF_FFFF_F000) + ((va >> 12) & 0x1FF) * 8;
+        self.m
+            .write_physical(pte_at, &(physical | P_W).to_le_bytes());
+    }
+
+    fn write_image(&self, base: u64, physical: u64, img: &[u8]) {
+        for (i, page) in img.chunks(0x1000).enumerate() {
+            let i = i as u64;
+            self.map(base + i * 0x1000, physical + i * 0x1000);
+            self.m.write_physical(physical + i * 0x1000, page);
+        }
+    }
+}
+
+#[test]
+fn a_pae_pdpt_is_validated_by_its_self_map() {
+    let pae = Pae::new();
+    assert_eq!(validate_pae_pdpt(&pae.m, PDPT), Some(3));
+    // Not 32-byte aligned, or not the PDPT.
+    assert_eq!(validate_pae_pdpt(&pae.m, PDPT + 8), None);
+    assert_eq!(validate_pae_pdpt(&pae.m, PDPT + 0x20), None);
+    // A directory 3 whose entry 2 names another frame: no self-map.
+    pae.m.write_physical(0x7010, &(0x9000 | P_W).to_le_bytes());
+    assert_eq!(validate_pae_pdpt(&pae.m, PDPT), None);
+}
+
+#[test]
+fn a_reserved_bit_in_a_pdpte_rejects_it() {
+    let pae = Pae::new();
+    pae.m.write_physical(
+        PDPT + 8,
+        &(0x5000 | bits::PRESENT | bits::WRITE).to_le_bytes(),
+    );
+    assert_eq!(validate_pae_pdpt(&pae.m, PDPT), None);
+}
+
+#[test]
+fn a_pae_machine_is_found_after_the_pml4_scan_and_its_kernel_under_it() {
+    let pae = Pae::new();
+    pae.write_image(0x8000_0000, 0x60_0000, &image32("hal.pdb", 0x8000_0000));
+    pae.write_image(
+        X86_NT_BASE,
+        0x40_0000,
+        &image32("ntkrpamp.pdb", X86_NT_BASE),
+    );
+    let t = arc(pae.m);
+    let d = discover(&t, &DiscoveryLimits::default()).unwrap();
+    assert_eq!(d.dtb.dtb, PDPT);
+    assert_eq!(d.arch(), Arch::X86 { pae: true });
+    assert_eq!(d.dtb.spec().name, X86_PAE.name);
+    assert_eq!(d.dtb.self_map_index, 3);
+    assert!(
+        matches!(d.dtb.method, DtbMethod::PaePdptScan { pages_scanned: 4 }),
+        "{:?}",
+        d.dtb.method
+    );
+    assert_eq!(
+        d.dtb.detail,
+        "DTB 0x3020 from a scan for a self-mapped x86 PAE PDPT (4 pages scanned), page tables at 0xc0000000"
+    );
+    assert_eq!(d.kernel.base, X86_NT_BASE);
+    assert_eq!(d.kernel.pdb.name, "ntkrpamp.pdb");
+    assert_eq!(d.kernel.method, KernelMethod::Aligned2MiB);
+    assert_eq!(d.kernel.other_images, 1);
+    assert!(
+        d.kernel.detail.contains("2 MiB-aligned kernel mappings"),
+        "{}",
+        d.kernel.detail
+    );
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["dtb"]["method"]["kind"], "pae_pdpt_scan");
+}
+
+#[test]
+fn a_pae_kernel_off_the_2mib_grid_is_found_in_the_4kib_pass_not_in_user_space() {
+    let pae = Pae::new();
+    // A kernel-named image in user space is never looked at.
+    pae.write_image(
+        0x0040_0000,
+        0x70_0000,
+        &image32("ntkrpamp.pdb", 0x0040_0000),
+    );
+    let base = 0x8280_F000;
+    pae.write_image(base, 0x40_0000, &image32("ntkrnlpa.pdb", base));
+    let t = arc(pae.m);
+    let k = find_kernel_with(&t, &X86_PAE, PDPT, &DiscoveryLimits::default()).unwrap();
+    assert_eq!((k.base, k.method), (base, KernelMethod::Pages4KiB));
+    assert_eq!(k.pdb.name, "ntkrnlpa.pdb");
+}
+
+#[test]
+fn a_pae_kernel_in_a_2mib_page_is_found_and_the_self_map_is_not_walked() {
+    let pae = Pae::new();
+    let base = 0x8160_0000u64;
+    pae.m.write_physical(
+        Pae::pde_at(base),
+        &(0x80_0000 | P_W | bits::LARGE).to_le_bytes(),
+    );
+    pae.m
+        .write_physical(0x80_0000 + 0x3000, &image32("ntkrpamp.pdb", base + 0x3000));
+    let t = arc(pae.m);
+    let k = find_kernel_with(&t, &X86_PAE, PDPT, &DiscoveryLimits::default()).unwrap();
+    assert_eq!((k.base, k.method), (base + 0x3000, KernelMethod::Pages4KiB));
+    // The frames of the kernel half: the PDPT page, the two kernel directories and the
+    // large page; the self-map directory entries (0xC0000000) are not followed.
+    let frames = kernel_half_frames_with(t.as_ref(), &X86_PAE, PDPT, &DiscoveryLimits::default());
+    assert!(frames.contains(&3) && frames.contains(&6) && frames.contains(&7));
+    assert!(frames.contains(&0x800) && frames.contains(&0x9FF));
+    assert!(!frames.contains(&4) && !frames.contains(&5), "{frames:x?}");
+    assert_eq!(frames.len(), 3 + 512);
+}
+
+/// A non-PAE machine: the page directory at frame 0x3 maps itself at entry 0x300 and has
+/// three more kernel entries; page tables from frame 0x20.
+fn x86_machine() -> MemoryTarget {
+    let m = MemoryTarget::x64(0x3);
+    let pde = |i: u64, v: u64| m.write_physical(0x3000 + 4 * i, &(v as u32).to_le_bytes());
+    pde(0x300, 0x3000 | P_W);
+    pde(0x3FF, 0x21000 | P_W);
+    pde(0x3FE, 0x22000 | P_W);
+    // The kernel's page table (0x8240_0000: directory entry 0x209).
+    pde(0x209, 0x20000 | P_W);
+    m
+}
+
+fn x86_map(m: &MemoryTarget, pt: u64, va: u64, physical: u64) {
+    let at = pt + ((va >> 12) & 0x3FF) * 4;
+    m.write_physical(at, &((physical | P_W) as u32).to_le_bytes());
+}
+
+#[test]
+fn a_non_pae_page_directory_is_validated_by_entry_0x300() {
+    let m = x86_machine();
+    assert_eq!(validate_x86_pd(&m, 0x3000), Some(0x300));
+    assert_eq!(validate_x86_pd(&m, 0x3004), None);
+    // Too few other kernel entries.
+    m.write_physical(0x3000 + 4 * 0x3FF, &[0u8; 8]);
+    m.write_physical(0x3000 + 4 * 0x209, &[0u8; 4]);
+    assert_eq!(validate_x86_pd(&m, 0x3000), None);
+}
+
+#[test]
+fn a_non_pae_machine_is_found_after_the_pae_scan_with_its_kernel() {
+    let m = x86_machine();
+    let img = image32("ntkrnlmp.pdb", X86_NT_BASE);
+    for (i, page) in img.chunks(0x1000).enumerate() {
+        let physical = 0x50_0000 + i as u64 * 0x1000;
+        x86_map(&m, 0x20000, X86_NT_BASE + i as u64 * 0x1000, physical);
+        m.write_physical(physical, page);
+    }
+    let t = arc(m);
+    let d = discover(&t, &DiscoveryLimits::default()).unwrap();
+    assert_eq!(d.dtb.dtb, 0x3000);
+    assert_eq!(d.arch(), Arch::X86 { pae: false });
+    assert_eq!(d.dtb.self_map_index, 0x300);
+    assert!(matches!(d.dtb.method, DtbMethod::X86PdScan { .. }));
+    assert_eq!(d.kernel.base, X86_NT_BASE);
+    // 0x8240_0000 starts directory entry 0x209: the aligned pass (4 MiB without PAE).
+    assert_eq!(d.kernel.method, KernelMethod::Aligned2MiB);
+    assert!(
+        d.kernel.detail.contains("4 MiB-aligned kernel mappings"),
+        "{}",
+        d.kernel.detail
+    );
+}
+
+#[test]
+fn a_non_pae_kernel_in_a_4mib_page_is_found_at_the_aligned_pass() {
+    let m = x86_machine();
+    let base = 0x8400_0000u64;
+    m.write_physical(
+        0x3000 + 4 * (base >> 22),
+        &((0x80_0000 | P_W | bits::LARGE) as u32).to_le_bytes(),
+    );
+    m.write_physical(0x80_0000, &image32("ntoskrnl.pdb", base));
+    let t = arc(m);
+    let k = find_kernel_with(&t, &X86, 0x3000, &DiscoveryLimits::default()).unwrap();
+    assert_eq!((k.base, k.method), (base, KernelMethod::Aligned2MiB));
+    assert!(k.detail.contains("4 MiB-aligned"), "{}", k.detail);
+}
+
+#[test]
+fn the_x86_scans_are_bounded_and_say_so() {
+    let m = x86_machine();
+    let limits = DiscoveryLimits {
+        pml4_scan_pages: 2,
+        ..DiscoveryLimits::default()
+    };
+    let err = find_dtb(&m, &limits).unwrap_err().to_string();
+    assert!(
+        err.ends_with(
+            "PML4 scan: 2 physical pages from 0 (0 readable) up to the page limit, no self-mapped PML4; \
+             PAE PDPT scan: 2 physical pages from 0 (0 readable) up to the page limit, no self-mapped PDPT; \
+             x86 page directory scan: 2 physical pages from 0 (0 readable) up to the page limit, no self-mapped page directory"
+        ),
+        "{err}"
+    );
+    let t = arc(x86_machine());
+    let err = find_kernel_with(&t, &X86, 0x3000, &DiscoveryLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4 MiB-aligned kernel mappings and 0 4 KiB pages checked"),
+        "{err}"
+    );
 }

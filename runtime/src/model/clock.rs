@@ -90,7 +90,10 @@ fn read_tick_count(
     kuser: u64,
 ) -> Result<(u64, String), ModelError> {
     let fail = |what: &str, at: u64| {
-        ModelError::NoClock(format!("{what} at {} cannot be read", super::addr(at)))
+        ModelError::NoClock(format!(
+            "{what} at {} cannot be read",
+            super::format_address(at, model.pointer_size())
+        ))
     };
     if let Ok(f) = table.field(KUSER, "TickCountQuad") {
         let at = kuser.wrapping_add(f.offset);
@@ -141,7 +144,7 @@ fn read_system_time(
     }
     let size = match ty {
         TypeRef::Base(name) if name == "pointer" => match table.pointer_size() {
-            0 => 8,
+            0 => space.spec().pointer_size,
             n => n,
         },
         other => table.size_of_ref(other).ok()?,

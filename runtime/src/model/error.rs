@@ -10,12 +10,14 @@ pub enum ModelError {
     #[error(transparent)]
     Symbol(#[from] SymbolError),
     /// Target memory behind a field could not be read.
-    #[error("cannot read {len} bytes of {what} at {}: {source}", super::addr(*.address))]
+    #[error("cannot read {len} bytes of {what} at {}: {source}", super::format_address(*.address, *.pointer_size))]
     Read {
         address: u64,
         len: u64,
         what: String,
         source: VirtualReadError,
+        /// Width of the target's pointers: the address prints at it.
+        pointer_size: u64,
     },
     /// A name that is neither a friendly nor a raw field of the structure.
     #[error("`{type_name}` has no field `{field}`")]
@@ -24,8 +26,13 @@ pub enum ModelError {
     #[error("cannot read `{field}` through a null `{target} *`")]
     NullPointer { target: String, field: String },
     /// A pointer whose target has no layout (`void *`, a function pointer).
-    #[error("the pointer {} is a `{target} *`: it has no fields (cast it to a structure first)", super::addr(*.address))]
-    Untyped { address: u64, target: String },
+    #[error("the pointer {} is a `{target} *`: it has no fields (cast it to a structure first)", super::format_address(*.address, *.pointer_size))]
+    Untyped {
+        address: u64,
+        target: String,
+        /// Width of the target's pointers (8 when the pointer has no address space).
+        pointer_size: u64,
+    },
     /// A pointer value with no address space (a literal): nothing to read it in.
     #[error("the address {} belongs to no address space: it cannot be dereferenced", super::addr(*.address))]
     NoAddressSpace { address: u64 },

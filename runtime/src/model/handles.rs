@@ -222,8 +222,9 @@ pub fn walk_handle_table(
         }
     };
     let code_at = table.wrapping_add(layout.table_code);
+    // TableCode is a ULONG_PTR: pointer-sized.
     let code = space
-        .read_u64(code_at)
+        .read_pointer(code_at)
         .map_err(read_err("TableCode", code_at))?;
     let levels = code & LEVEL_MASK;
     if levels > 2 {

@@ -5,7 +5,7 @@
 //! whose `Flink->Blink` is not itself). Whatever stopped it early becomes a [`ListWarning`]
 //! naming the addresses involved; the entries read before it are kept.
 
-use super::{addr, ModelError};
+use super::ModelError;
 use crate::mmu::AddressSpace;
 use crate::symbols::{SymbolTable, TypeRef};
 use serde::Serialize;
@@ -53,14 +53,18 @@ impl ListLayout {
 
     /// The layout of a bare `_LIST_ENTRY` chain (link offset 0).
     pub fn of_entry(table: &SymbolTable, entry_type: &str) -> Result<ListLayout, ModelError> {
+        let flink_offset = table.offset_of(entry_type, "Flink")?;
+        let blink_offset = table.offset_of(entry_type, "Blink")?;
+        // A table without a pointer base type: Flink and Blink are adjacent pointers, so the
+        // distance between them is the pointer width.
         let pointer_size = match table.pointer_size() {
-            0 => 8,
+            0 => blink_offset.abs_diff(flink_offset),
             n => n,
         };
         Ok(ListLayout {
             link_offset: 0,
-            flink_offset: table.offset_of(entry_type, "Flink")?,
-            blink_offset: table.offset_of(entry_type, "Blink")?,
+            flink_offset,
+            blink_offset,
             entry_size: table.size_of(entry_type)?,
             pointer_size,
         })
@@ -96,10 +100,14 @@ pub struct ListWarning {
     /// Entries read before the problem.
     pub entries_before: usize,
     pub problem: ListProblem,
+    /// Width of the list's pointers: addresses in the message print at it.
+    #[serde(skip)]
+    pub pointer_size: u64,
 }
 
 impl fmt::Display for ListWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = |address: u64| super::format_address(address, self.pointer_size);
         write!(
             f,
             "list {} (head {}), after {} entries: ",
@@ -181,6 +189,7 @@ pub fn walk_list_raw(
             head,
             entries_before,
             problem,
+            pointer_size: layout.pointer_size,
         });
     };
     let (first, head_blink) = match read_links(space, head, layout) {

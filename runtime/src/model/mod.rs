@@ -38,7 +38,6 @@ pub use object::{Object, Pointer, RowKind, Scope};
 pub use rows::{Rows, MODULE_FIELDS, PROCESS_FIELDS, THREAD_FIELDS};
 pub use value::{EnumValue, GroupKey, Record, Value};
 
-use crate::kernel::KUSER_SHARED_DATA_X64;
 use crate::mmu::{AddressSpace, PagingSpec};
 use crate::session::Session;
 use crate::symbolize::{kernel_module_map, ModuleMap, PathProvider, SymbolProvider};
@@ -48,9 +47,6 @@ use crate::target::Target;
 use crate::unwind::{Lookup, UnwindCache};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-
-/// Where 32-bit Windows maps KUSER_SHARED_DATA for the kernel (fixed by the platform).
-const KUSER_SHARED_DATA_X86: u64 = 0xFFDF_0000;
 
 /// Bounds that keep every read finite whatever the target holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +153,9 @@ impl ModelContext {
             table,
             kernel_base,
             limits,
-            identity_process_head: identity.ps_active_process_head,
-            identity_module_list: identity.ps_loaded_module_list,
+            // Sign-extended 32-bit addresses (KD, KDBG) cut to the paging mode's.
+            identity_process_head: identity.ps_active_process_head.map(|a| spec.canonical(a)),
+            identity_module_list: identity.ps_loaded_module_list.map(|a| spec.canonical(a)),
             spaces: Mutex::new(spaces),
             process_spaces: Mutex::new(HashMap::new()),
             clock: OnceLock::new(),
@@ -441,12 +438,10 @@ impl ModelContext {
             .or_else(|| self.clock().ok()?.system_time)
     }
 
-    fn kuser_shared_data(&self) -> u64 {
-        if self.pointer_size() == 8 {
-            KUSER_SHARED_DATA_X64
-        } else {
-            KUSER_SHARED_DATA_X86
-        }
+    /// Kernel-mode address of `_KUSER_SHARED_DATA` for this kernel's architecture.
+    #[must_use]
+    pub fn kuser_shared_data(&self) -> u64 {
+        crate::kernel::kuser_shared_data(self.pointer_size())
     }
 
     /// The kernel's loaded modules as a symbolizing map (walked once; a failed walk is

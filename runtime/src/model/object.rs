@@ -87,6 +87,7 @@ impl Scope {
                 len,
                 what: what.to_string(),
                 source,
+                pointer_size: self.pointer_size(),
             })?;
         Ok(buf)
     }
@@ -136,7 +137,7 @@ impl Scope {
         match ty {
             TypeRef::Base(name) => {
                 let base = self.table.base_type(name)?;
-                decode_base(name, base, bytes, address)
+                decode_base(name, base, bytes, address, self.pointer_size())
             }
             TypeRef::Enum(name) => {
                 let e = self.table.enum_type(name)?;
@@ -679,6 +680,7 @@ impl Pointer {
             other => Err(ModelError::Untyped {
                 address: self.address,
                 target: type_ref_name(other),
+                pointer_size: scope.pointer_size(),
             }),
         }
     }
@@ -696,10 +698,12 @@ impl Pointer {
             TypeRef::Base(name) if name == "void" => Err(ModelError::Untyped {
                 address: self.address,
                 target: name.clone(),
+                pointer_size: scope.pointer_size(),
             }),
             TypeRef::Function => Err(ModelError::Untyped {
                 address: self.address,
                 target: "function".into(),
+                pointer_size: scope.pointer_size(),
             }),
             ty => scope.value_at(ty, self.address, &format!("*({} *)", type_ref_name(ty))),
         }
@@ -707,13 +711,14 @@ impl Pointer {
 
     /// A field of the structure it points to.
     pub fn field(&self, name: &str) -> Result<Value, ModelError> {
-        self.live_scope(name)?;
+        let scope = self.live_scope(name)?;
         match &self.target {
             TypeRef::User(_) => self.object()?.field(name),
             TypeRef::Pointer(_) => self.deref()?.field(name),
             other => Err(ModelError::Untyped {
                 address: self.address,
                 target: type_ref_name(other),
+                pointer_size: scope.pointer_size(),
             }),
         }
     }
@@ -785,11 +790,13 @@ fn decode_base(
     base: &BaseType,
     bytes: &[u8],
     address: u64,
+    pointer_size: u64,
 ) -> Result<Value, ModelError> {
     match base.kind.as_str() {
         "void" => Err(ModelError::Untyped {
             address,
             target: name.to_string(),
+            pointer_size,
         }),
         "bool" => Ok(Value::Bool(bytes.iter().any(|b| *b != 0))),
         "float" => {

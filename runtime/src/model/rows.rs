@@ -443,7 +443,7 @@ impl ModelContext {
         let layout = ListLayout::new(self.table(), "_ETHREAD", "ThreadListEntry")?;
         let list = format!(
             "ThreadListHead of EPROCESS {}",
-            super::addr(process.address())
+            super::format_address(process.address(), self.pointer_size())
         );
         let walk = walk_list_raw(
             process.space(),
@@ -505,7 +505,7 @@ impl ModelContext {
         }
         let list = format!(
             "Peb.Ldr.InLoadOrderModuleList of EPROCESS {}",
-            super::addr(process.address())
+            super::format_address(process.address(), self.pointer_size())
         );
         let ldr = match peb.field("Ldr") {
             Ok(Value::Pointer(p)) => p,
@@ -514,7 +514,13 @@ impl ModelContext {
                 let at = peb
                     .address
                     .wrapping_add(self.table().offset_of("_PEB", "Ldr")?);
-                return Ok(unreadable_head(&list, at, peb.address, &e));
+                return Ok(unreadable_head(
+                    &list,
+                    at,
+                    peb.address,
+                    &e,
+                    self.pointer_size(),
+                ));
             }
         };
         if ldr.is_null() {
@@ -543,7 +549,7 @@ impl ModelContext {
     }
 }
 
-fn unreadable_head(list: &str, at: u64, from: u64, e: &ModelError) -> Rows {
+fn unreadable_head(list: &str, at: u64, from: u64, e: &ModelError, pointer_size: u64) -> Rows {
     Rows {
         rows: Vec::new(),
         warnings: vec![ListWarning {
@@ -555,6 +561,7 @@ fn unreadable_head(list: &str, at: u64, from: u64, e: &ModelError) -> Rows {
                 linked_from: from,
                 error: e.to_string(),
             },
+            pointer_size,
         }],
     }
 }

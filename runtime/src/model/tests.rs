@@ -450,3 +450,32 @@ fn walks_are_bounded() {
         ListProblem::Bound { bound: 10, .. }
     ));
 }
+
+#[test]
+fn messages_print_32_bit_addresses_as_8_digits() {
+    let w = ListWarning {
+        list: "PsActiveProcessHead".into(),
+        head: 0x8055_1234,
+        entries_before: 2,
+        problem: ListProblem::NullLink { entry: 0x8100_0000 },
+        pointer_size: 4,
+    };
+    assert_eq!(
+        w.to_string(),
+        "list PsActiveProcessHead (head 80551234), after 2 entries: the Flink of 81000000 is null"
+    );
+    let x64 = ListWarning {
+        pointer_size: 8,
+        ..w
+    };
+    assert!(x64.to_string().contains("(head 00000000`80551234)"));
+    let e = ModelError::Untyped {
+        address: 0x8100_0000,
+        target: "void".into(),
+        pointer_size: 4,
+    };
+    assert_eq!(
+        e.to_string(),
+        "the pointer 81000000 is a `void *`: it has no fields (cast it to a structure first)"
+    );
+}

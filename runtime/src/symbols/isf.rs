@@ -283,6 +283,8 @@ pub fn parse_isf(json: &[u8], origin: &str) -> Result<SymbolTable, IsfError> {
         enums,
         symbols,
         functions: Vec::new(),
+        // ISF tables carry no x86 frame data.
+        frame_data: Vec::new(),
     })
 }
 

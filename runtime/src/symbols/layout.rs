@@ -157,6 +157,17 @@ pub struct SymbolTable {
     pub(crate) symbols: HashMap<String, u64>,
     /// Procedures with their code ranges, sorted by RVA (PDBs record them; ISF does not).
     pub(crate) functions: Vec<FunctionRange>,
+    /// x86 frame descriptions (FPO_DATA / FRAME_DATA) by code range, sorted by RVA; only
+    /// x86 PDBs have them (ISF tables and x64 PDBs leave this empty).
+    pub(crate) frame_data: Vec<FrameRecord>,
+}
+
+/// One x86 frame description: the code it covers and its frame layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRecord {
+    pub rva: u64,
+    pub len: u64,
+    pub fpo: crate::unwind::x86::Fpo,
 }
 
 impl SymbolTable {
@@ -294,6 +305,18 @@ impl SymbolTable {
             .iter()
             .rev()
             .find(|f| f.contains(rva))
+    }
+
+    /// The x86 frame description (FPO / FrameData) covering `rva`, when the PDB has one;
+    /// the innermost (latest-starting) record wins.
+    #[must_use]
+    pub fn frame_data_at(&self, rva: u64) -> Option<crate::unwind::x86::Fpo> {
+        let after = self.frame_data.partition_point(|f| f.rva <= rva);
+        self.frame_data[..after]
+            .iter()
+            .rev()
+            .find(|f| rva - f.rva < f.len)
+            .map(|f| f.fpo)
     }
 
     /// Names of all enums.

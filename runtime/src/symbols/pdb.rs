@@ -13,7 +13,7 @@
 //! ```
 
 use super::layout::{
-    BaseType, EnumType, Field, FunctionRange, SymbolTable, TypeKind, TypeRef, UserType,
+    BaseType, EnumType, Field, FrameRecord, FunctionRange, SymbolTable, TypeKind, TypeRef, UserType,
 };
 use super::pdb_id::{Guid, PdbIdentity};
 use pdb::{
@@ -171,6 +171,10 @@ fn read_pdb(
         let address_map = pdb.address_map().map_err(err("the section map"))?;
         read_globals(&mut pdb, &address_map, &mut table, origin)?;
         read_procedures(&mut pdb, &dbi, &address_map, &mut table, origin)?;
+        if pointer_size == 4 {
+            // Optional: a PDB without a frame table (or with an unreadable one) still loads.
+            read_frame_data(&mut pdb, &address_map, &mut table);
+        }
         table
             .functions
             .sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
@@ -662,6 +666,47 @@ fn read_procedures<'s>(
         }
     }
     Ok(())
+}
+
+/// The x86 FPO and FrameData records (`PDB::frame_table`), by RVA.
+fn read_frame_data<'s>(
+    pdb: &mut PDB<'s, Cursor<&'s [u8]>>,
+    address_map: &AddressMap<'_>,
+    table: &mut SymbolTable,
+) {
+    use crate::unwind::x86::{Fpo, FpoKind};
+    let Ok(frames) = pdb.frame_table() else {
+        return;
+    };
+    let mut iter = frames.iter();
+    while let Ok(Some(f)) = iter.next() {
+        let Some(rva) = f.code_start.to_rva(address_map) else {
+            continue;
+        };
+        let kind = match f.ty {
+            pdb::FrameType::FPO => FpoKind::Fpo,
+            pdb::FrameType::Trap => FpoKind::Trap,
+            pdb::FrameType::TSS => FpoKind::Tss,
+            pdb::FrameType::Standard => FpoKind::NonFpo,
+            // FrameData records describe by program strings functions that (in Windows
+            // binaries since XP SP2) keep EBP frames: the EBP chain walks them, as WinDbg
+            // prints no FPO annotation for them.
+            _ => continue,
+        };
+        table.frame_data.push(FrameRecord {
+            rva: u64::from(rva.0),
+            len: u64::from(f.code_size),
+            fpo: Fpo {
+                kind,
+                locals_size: f.locals_size,
+                params_size: f.params_size,
+                saved_regs_size: u32::from(f.saved_regs_size),
+                prolog_size: u32::from(f.prolog_size),
+                uses_base_pointer: f.uses_base_pointer,
+            },
+        });
+    }
+    table.frame_data.sort_by_key(|r| r.rva);
 }
 
 #[cfg(test)]

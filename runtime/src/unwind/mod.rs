@@ -8,6 +8,8 @@
 //!   codes past the current offset, following chained infos.
 //! - [`walk`](mod@walk): frame after frame from a register context, with the WinDbg `k`
 //!   columns (Child-SP, RetAddr) and a reason for stopping.
+//! - [`x86`](mod@x86): the 32-bit walk (EBP chain, FPO records, trap frames), one file of its
+//!   own; it shares nothing with the x64 code above.
 //!
 //! Everything here reads the target through an [`AddressSpace`](crate::mmu::AddressSpace);
 //! no byte from it can make the unwinder panic or loop without bound.
@@ -36,6 +38,7 @@ pub mod codes;
 pub mod pdata;
 pub mod virtual_unwind;
 pub mod walk;
+pub mod x86;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,9 @@
-//! A crash dump as a live, halted Windows x64 kernel: virtual memory through its own 4-level
-//! page walk from the header's DirectoryTableBase, the KDBG for GetVersion and the KPRCBs,
-//! processor 0's CONTEXT from the header.
+//! A crash dump as a live, halted Windows kernel, x64 or 32-bit x86 (PAE or not): virtual
+//! memory through its own page walk from the header's DirectoryTableBase, the KDBG for
+//! GetVersion and the KPRCBs, processor 0's CONTEXT from the header. A 32-bit kernel speaks
+//! the same 64-bit packets with its addresses sign-extended, reports an x86 control report,
+//! answers control-space reads as offsets into KPROCESSOR_STATE and GetContext with an x86
+//! CONTEXT.
 
 use kds_kd::api::Version;
 use kds_kd::debuggee::{BreakInState, Kernel};
@@ -21,6 +24,7 @@ mod kdbg {
     pub const PS_LOADED_MODULE_LIST: usize = 0x48;
     pub const KI_PROCESSOR_BLOCK: usize = 0x218;
     pub const OFFSET_PRCB_CURRENT_THREAD: usize = 0x2B4;
+    pub const OFFSET_PRCB_PROC_STATE_CONTEXT: usize = 0x2BC;
     pub const OFFSET_PCR_SELF_PCR: usize = 0x2E2;
     pub const OFFSET_PRCB_PROC_STATE_SPECIAL_REG: usize = 0x2F2;
     pub const TAG: u32 = 0x4742_444B;
@@ -31,15 +35,45 @@ const KPCR_PRCB: u64 = 0x180;
 /// Length of KSPECIAL_REGISTERS on x64; the CONTEXT of KPROCESSOR_STATE follows it.
 const SPECIAL_REGISTERS_LEN: usize = 0xF0;
 const CONTEXT_LEN: usize = 1232;
+/// x86: the CONTEXT that opens KPROCESSOR_STATE, and where Cr3 and Cr4 of the
+/// KSPECIAL_REGISTERS after it are (fixed by the x86 KD protocol).
+const X86_CONTEXT_LEN: usize = 0x2CC;
+const X86_CR3: usize = X86_CONTEXT_LEN + 8;
+const X86_CR4: usize = X86_CONTEXT_LEN + 0xC;
+const CR4_PAE: u32 = 1 << 5;
 const MSR_EFER: u32 = 0xC000_0080;
 const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_GS_BASE: u32 = 0xC000_0101;
 const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
+/// How the dumped kernel pages, from the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    X64,
+    /// 32-bit with PAE: a 32-byte-aligned PDPT of 4 entries, 8-byte entries below.
+    Pae,
+    /// 32-bit without PAE: a page directory and page tables of 1024 4-byte entries.
+    X86,
+}
+
+impl Paging {
+    fn is_32_bit(self) -> bool {
+        self != Paging::X64
+    }
+
+    fn pointer_size(self) -> usize {
+        if self.is_32_bit() {
+            4
+        } else {
+            8
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum DumpKernelError {
-    #[error("the dump is not an AMD64 dump (machine type {0:#x})")]
-    NotAmd64(u32),
+    #[error("the dump is neither an AMD64 nor an x86 dump (machine type {0:#x})")]
+    UnknownMachine(u32),
     #[error("the dump header names no KdDebuggerDataBlock")]
     NoKdbg,
     #[error("the KdDebuggerDataBlock at {0:#x} cannot be read through the header's page tables")]
@@ -51,6 +85,7 @@ pub enum DumpKernelError {
 /// The facts the emulator serves, decoded once.
 pub struct DumpKernel {
     target: DumpTarget,
+    paging: Paging,
     dtb: u64,
     version: Version,
     processors: u32,
@@ -80,18 +115,29 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 impl DumpKernel {
     pub fn new(target: DumpTarget) -> Result<DumpKernel, DumpKernelError> {
-        let h = target.dump().header();
-        if h.machine_image_type != kds_crashdump::MACHINE_AMD64 {
-            return Err(DumpKernelError::NotAmd64(h.machine_image_type));
-        }
+        let dump = target.dump();
+        let paging = match (dump.machine_image_type(), dump.pae_enabled()) {
+            (kds_crashdump::MACHINE_AMD64, _) => Paging::X64,
+            (kds_crashdump::MACHINE_I386, Some(true)) => Paging::Pae,
+            (kds_crashdump::MACHINE_I386, _) => Paging::X86,
+            (other, _) => return Err(DumpKernelError::UnknownMachine(other)),
+        };
+        let h = dump.header();
         if h.kd_debugger_data_block == 0 {
             return Err(DumpKernelError::NoKdbg);
         }
         let kdbg_address = h.kd_debugger_data_block;
+        let dtb = match paging {
+            Paging::X64 => h.directory_table_base & FRAME_MASK,
+            Paging::Pae => h.directory_table_base & 0xFFFF_FFE0,
+            Paging::X86 => h.directory_table_base & 0xFFFF_F000,
+        };
+        let context = dump.context_record().to_vec();
         let mut kernel = DumpKernel {
-            dtb: h.directory_table_base & FRAME_MASK,
+            paging,
+            dtb,
             processors: h.number_processors.max(1),
-            context: h.context.to_vec(),
+            context,
             version: Version {
                 major: 0,
                 minor: 0,
@@ -128,21 +174,32 @@ impl DumpKernel {
             0 => u64_at(&kdbg, kdbg::PS_LOADED_MODULE_LIST),
             v => v,
         };
+        let (flags, machine, secondary) = if paging.is_32_bit() {
+            (Version::FLAG_MP | Version::FLAG_DATA, 0x14C, 0)
+        } else {
+            (
+                Version::FLAG_MP | Version::FLAG_DATA | Version::FLAG_PTR64,
+                0x8664,
+                2,
+            )
+        };
+        // Every address in GetVersion is 64 bits wide; a 32-bit kernel sign-extends its own.
+        let wire = |a: u64| kernel.wire(a);
         kernel.version = Version {
             major: if h.major_version == 0x0C { 0x0C } else { 0x0F },
             minor: u16::try_from(h.minor_version).unwrap_or(u16::MAX),
             protocol: 6,
-            secondary: 2,
-            flags: Version::FLAG_MP | Version::FLAG_DATA | Version::FLAG_PTR64,
-            machine: 0x8664,
+            secondary,
+            flags,
+            machine,
             max_packet_type: 12,
             max_state_change: 3,
             max_manipulate: 0x33,
             simulation: 0,
-            kernel_base: u64_at(&kdbg, kdbg::KERN_BASE),
-            ps_loaded_module_list: module_list,
+            kernel_base: wire(u64_at(&kdbg, kdbg::KERN_BASE)),
+            ps_loaded_module_list: wire(module_list),
             // KdpDebuggerDataListHead: the KDBG's own List.Flink (the head), else the KDBG.
-            debugger_data_list: if flink != 0 { flink } else { kdbg_address },
+            debugger_data_list: wire(if flink != 0 { flink } else { kdbg_address }),
         };
         kernel.kdbg = kdbg;
         Ok(kernel)
@@ -158,10 +215,34 @@ impl DumpKernel {
         self.version.max_manipulate = value;
     }
 
-    /// The physical address `va` maps to, by a 4-level walk from the header's DTB.
+    /// An address as this kernel puts it in a 64-bit field: sign-extended from 32 bits on x86.
+    fn wire(&self, address: u64) -> u64 {
+        if self.paging.is_32_bit() {
+            address as u32 as i32 as i64 as u64
+        } else {
+            address
+        }
+    }
+
+    /// An address from a 64-bit field as this kernel uses it: a 32-bit kernel takes a
+    /// sign-extended (or zero-extended) 32-bit value; anything else is no address of its.
+    fn local(&self, address: u64) -> Option<u64> {
+        if !self.paging.is_32_bit() {
+            return Some(address);
+        }
+        let low = address & 0xFFFF_FFFF;
+        (address == low || address == self.wire(low)).then_some(low)
+    }
+
+    /// The physical address `va` maps to, by this kernel's page walk from the header's DTB.
     #[must_use]
     pub fn translate(&self, va: u64) -> Option<u64> {
-        walk(self.dtb, va, |pa| self.physical_u64(pa))
+        let va = self.local(va)?;
+        match self.paging {
+            Paging::X64 => walk(self.dtb, va, |pa| self.physical_u64(pa)),
+            Paging::Pae => walk_pae(self.dtb, va, |pa| self.physical_u64(pa)),
+            Paging::X86 => walk_x86(self.dtb, va, |pa| self.physical_u32(pa)),
+        }
     }
 
     fn physical_u64(&self, pa: u64) -> Option<u64> {
@@ -169,9 +250,21 @@ impl DumpKernel {
         (self.physical_read(pa, &mut b) == 8).then(|| u64::from_le_bytes(b))
     }
 
-    fn virtual_u64(&self, va: u64) -> Option<u64> {
+    fn physical_u32(&self, pa: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        (self.physical_read(pa, &mut b) == 4).then(|| u32::from_le_bytes(b))
+    }
+
+    /// A pointer of the kernel's width at `va`.
+    fn virtual_pointer(&self, va: u64) -> Option<u64> {
         let mut b = [0u8; 8];
-        (self.virtual_read(va, &mut b) == 8).then(|| u64::from_le_bytes(b))
+        let width = self.paging.pointer_size();
+        (self.virtual_read(va, &mut b[..width]) == width).then(|| u64::from_le_bytes(b))
+    }
+
+    /// A pointer field of the KDBG (64 bits wide on every architecture).
+    fn kdbg_pointer(&self, offset: usize) -> Option<u64> {
+        self.local(u64_at(&self.kdbg, offset))
     }
 
     /// Physical bytes, page by page, stopping at the first page the dump lacks.
@@ -241,11 +334,12 @@ impl DumpKernel {
 
     /// KPRCB of `processor`: KiProcessorBlock[processor].
     fn kprcb(&self, processor: u16) -> Option<u64> {
-        let block = u64_at(&self.kdbg, kdbg::KI_PROCESSOR_BLOCK);
+        let block = self.kdbg_pointer(kdbg::KI_PROCESSOR_BLOCK)?;
         if block == 0 {
             return None;
         }
-        self.virtual_u64(block + 8 * u64::from(processor))
+        let width = self.paging.pointer_size() as u64;
+        self.virtual_pointer(block + width * u64::from(processor))
             .filter(|&p| p != 0)
     }
 
@@ -254,7 +348,7 @@ impl DumpKernel {
         let kpcr = kprcb.checked_sub(KPCR_PRCB)?;
         // KPCR.Self points at itself when the offset is known; trust the layout otherwise.
         let self_offset = u64::from(u16_at(&self.kdbg, kdbg::OFFSET_PCR_SELF_PCR));
-        match self.virtual_u64(kpcr + self_offset) {
+        match self.virtual_pointer(kpcr + self_offset) {
             Some(v) if self_offset != 0 && v != kpcr && v != 0 => Some(v),
             _ => Some(kpcr),
         }
@@ -262,11 +356,18 @@ impl DumpKernel {
 
     fn current_thread(&self, processor: u16) -> Option<u64> {
         let offset = u64::from(u16_at(&self.kdbg, kdbg::OFFSET_PRCB_CURRENT_THREAD));
-        self.virtual_u64(self.kprcb(processor)? + offset)
+        self.virtual_pointer(self.kprcb(processor)? + offset)
     }
 
     fn special_registers_address(&self, processor: u16) -> Option<u64> {
         let offset = u64::from(u16_at(&self.kdbg, kdbg::OFFSET_PRCB_PROC_STATE_SPECIAL_REG));
+        Some(self.kprcb(processor)? + offset)
+    }
+
+    /// x86: the processor's KPROCESSOR_STATE (its CONTEXT first), which control space
+    /// addresses are offsets into.
+    fn processor_state_address(&self, processor: u16) -> Option<u64> {
+        let offset = u64::from(u16_at(&self.kdbg, kdbg::OFFSET_PRCB_PROC_STATE_CONTEXT));
         Some(self.kprcb(processor)? + offset)
     }
 
@@ -275,10 +376,85 @@ impl DumpKernel {
         if processor == 0 {
             return Some(self.context.clone());
         }
-        let at = self.special_registers_address(processor)? + SPECIAL_REGISTERS_LEN as u64;
-        let mut ctx = vec![0u8; CONTEXT_LEN];
-        (self.virtual_read(at, &mut ctx) == CONTEXT_LEN).then_some(ctx)
+        let (at, len) = if self.paging.is_32_bit() {
+            (self.processor_state_address(processor)?, X86_CONTEXT_LEN)
+        } else {
+            (
+                self.special_registers_address(processor)? + SPECIAL_REGISTERS_LEN as u64,
+                CONTEXT_LEN,
+            )
+        };
+        let mut ctx = vec![0u8; len];
+        (self.virtual_read(at, &mut ctx) == len).then_some(ctx)
     }
+
+    /// x86 control space: `len` bytes at `offset` into KPROCESSOR_STATE, with Cr3 the dump's
+    /// page tables and Cr4's PAE bit the dump's paging mode.
+    fn x86_control_space(&self, processor: u16, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let offset = usize::try_from(offset).ok()?;
+        let end = offset.checked_add(len)?.min(0x400);
+        if offset >= end {
+            return None;
+        }
+        let mut state = vec![0u8; end.max(X86_CR4 + 4)];
+        let base = self.processor_state_address(processor)?;
+        let _ = self.virtual_read(base, &mut state);
+        if processor == 0 {
+            let n = self.context.len().min(X86_CONTEXT_LEN);
+            state[..n].copy_from_slice(&self.context[..n]);
+        }
+        let cr3 = u32::try_from(self.dtb).ok()?;
+        state[X86_CR3..X86_CR3 + 4].copy_from_slice(&cr3.to_le_bytes());
+        let mut cr4 = u32_at(&state, X86_CR4);
+        if cr4 == 0 {
+            cr4 = 0x0000_0690;
+        }
+        cr4 = if self.paging == Paging::Pae {
+            cr4 | CR4_PAE
+        } else {
+            cr4 & !CR4_PAE
+        };
+        state[X86_CR4..X86_CR4 + 4].copy_from_slice(&cr4.to_le_bytes());
+        Some(state[offset..end].to_vec())
+    }
+}
+
+/// x86 PAE translation of the 32-bit `va` from the PDPT at `pdpt` (32-byte aligned): four
+/// PDPTEs (present bit only), then page directories with 2 MiB pages and page tables.
+pub fn walk_pae(pdpt: u64, va: u64, entry_at: impl Fn(u64) -> Option<u64>) -> Option<u64> {
+    if va > 0xFFFF_FFFF {
+        return None;
+    }
+    let pdpte = entry_at((pdpt & 0xFFFF_FFE0) + ((va >> 30) & 3) * 8)?;
+    if pdpte & PRESENT == 0 {
+        return None;
+    }
+    let pde = entry_at((pdpte & FRAME_MASK) + ((va >> 21) & 0x1FF) * 8)?;
+    if pde & PRESENT == 0 {
+        return None;
+    }
+    if pde & LARGE != 0 {
+        return Some((pde & FRAME_MASK & !0x1F_FFFF) | (va & 0x1F_FFFF));
+    }
+    let pte = entry_at((pde & FRAME_MASK) + ((va >> 12) & 0x1FF) * 8)?;
+    (pte & PRESENT != 0).then_some((pte & FRAME_MASK) | (va & (PAGE - 1)))
+}
+
+/// x86 translation without PAE: a page directory of 1024 4-byte entries (4 MiB pages) and
+/// page tables of 1024.
+pub fn walk_x86(directory: u64, va: u64, entry_at: impl Fn(u64) -> Option<u32>) -> Option<u64> {
+    if va > 0xFFFF_FFFF {
+        return None;
+    }
+    let pde = u64::from(entry_at((directory & 0xFFFF_F000) + (va >> 22) * 4)?);
+    if pde & PRESENT == 0 {
+        return None;
+    }
+    if pde & LARGE != 0 {
+        return Some((pde & 0xFFC0_0000) | (va & 0x3F_FFFF));
+    }
+    let pte = u64::from(entry_at((pde & 0xFFFF_F000) + ((va >> 12) & 0x3FF) * 4)?);
+    (pte & PRESENT != 0).then_some((pte & 0xFFFF_F000) | (va & (PAGE - 1)))
 }
 
 /// x64 4-level translation of `va` from the PML4 at `dtb`, reading entries with `entry_at`:
@@ -320,9 +496,13 @@ impl Kernel for DumpKernel {
     }
 
     fn break_in_state(&self, processor: u16) -> BreakInState {
-        let pc = self
-            .processor_context(processor)
-            .map_or(0, |ctx| u64_at(&ctx, 0xF8));
+        let pc = self.processor_context(processor).map_or(0, |ctx| {
+            if self.paging.is_32_bit() {
+                u64::from(u32_at(&ctx, 0xB8))
+            } else {
+                u64_at(&ctx, 0xF8)
+            }
+        });
         let mut instruction = vec![0u8; 16];
         let n = self.virtual_read(pc, &mut instruction);
         instruction.truncate(n);
@@ -347,6 +527,9 @@ impl Kernel for DumpKernel {
     }
 
     fn control_space(&self, processor: u16, selector: u64, len: usize) -> Option<Vec<u8>> {
+        if self.paging.is_32_bit() {
+            return self.x86_control_space(processor, selector, len);
+        }
         let pointer = |v: Option<u64>| v.map(|v| v.to_le_bytes()[..len.min(8)].to_vec());
         match selector {
             0 => pointer(self.kpcr(processor)),
@@ -377,6 +560,10 @@ impl Kernel for DumpKernel {
     }
 
     fn read_msr(&self, processor: u16, msr: u32) -> Option<u64> {
+        if self.paging.is_32_bit() {
+            // The MSRs served are x64's (EFER, LSTAR, GS bases).
+            return None;
+        }
         match msr {
             MSR_EFER => Some(0xD01),
             MSR_GS_BASE => self.kpcr(processor),
@@ -465,5 +652,32 @@ mod tests {
         assert_eq!(walk(0x1000, 0x0000_8000_0000_0000, at), None);
         // A table page the dump lacks.
         assert_eq!(walk(0x1000, va(0x1F0, 1, 3, 7, 0), |_| None), None);
+    }
+
+    #[test]
+    fn walks_pae_from_a_32_byte_aligned_pdpt() {
+        let mut t = HashMap::new();
+        // PDPT at 0x1020: entry 2 -> PD 0x2000; PD[0x12] -> PT 0x3000; PD[0x13] -> 2 MiB page.
+        t.insert(0x1020 + 2 * 8, 0x2000 | 1);
+        t.insert(0x2000 + 0x12 * 8, 0x3000 | 0x63);
+        t.insert(0x2000 + 0x13 * 8, 0x0260_0000 | 0xE3);
+        t.insert(0x3000 + 0x45 * 8, 0x9000 | 0x63);
+        let at = |pa: u64| Some(t.get(&pa).copied().unwrap_or(0));
+        assert_eq!(walk_pae(0x1020, 0x8244_5123, at), Some(0x9123));
+        assert_eq!(walk_pae(0x1020, 0x8260_1234, at), Some(0x0260_1234));
+        assert_eq!(walk_pae(0x1020, 0x4000_0000, at), None);
+        assert_eq!(walk_pae(0x1020, 0xFFFF_FFFF_8244_5123, at), None);
+    }
+
+    #[test]
+    fn walks_two_levels_without_pae() {
+        let mut t: HashMap<u64, u32> = HashMap::new();
+        t.insert(0x1000 + 0x209 * 4, 0x2000 | 0x63);
+        t.insert(0x2000 + 0x045 * 4, 0x9000 | 0x63);
+        t.insert(0x1000 + 0x20A * 4, 0x0280_0000 | 0xE3);
+        let at = |pa: u64| Some(t.get(&pa).copied().unwrap_or(0));
+        assert_eq!(walk_x86(0x1000, 0x8244_5123, at), Some(0x9123));
+        assert_eq!(walk_x86(0x1000, 0x8280_0010, at), Some(0x0280_0010));
+        assert_eq!(walk_x86(0x1000, 0x8300_0000, at), None);
     }
 }

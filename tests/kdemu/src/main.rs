@@ -1,5 +1,5 @@
-//! kds-kdemu: a debuggee emulator. Serves a crash dump as a live Windows x64 kernel over the
-//! transports a real one is reached by (unix socket, TCP, a pty as a serial line): it breaks
+//! kds-kdemu: a debuggee emulator. Serves a crash dump as a live Windows kernel (x64, or
+//! 32-bit x86 with or without PAE) over the transports a real one is reached by (unix socket, TCP, a pty as a serial line): it breaks
 //! in on request, answers manipulate requests from the dump's memory and context, honours
 //! Continue, and on request simulates a line rate and injects faults.
 

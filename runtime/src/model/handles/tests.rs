@@ -258,3 +258,58 @@ fn layouts_come_from_the_table() {
     ));
     assert_eq!(old.free_link.map(|s| s.signature()), Some(0xFFFF_FFFE));
 }
+
+/// A Windows 7 x86-style table: 4-byte pointers, `TableCode` a 4-byte ULONG_PTR directly
+/// followed by another field, 8-byte entries with `Object` at 0.
+fn x86_table() -> SymbolTable {
+    let json = r#"{"metadata": {}, "base_types": {
+  "pointer": {"kind": "int", "size": 4, "signed": false},
+  "void": {"kind": "void", "size": 0, "signed": true},
+  "unsigned long": {"kind": "int", "size": 4, "signed": false}
+ }, "user_types": {
+  "_HANDLE_TABLE": {"kind": "struct", "size": 60, "fields": {
+   "TableCode": {"offset": 0, "type": {"kind": "base", "name": "unsigned long"}},
+   "QuotaProcess": {"offset": 4, "type": {"kind": "pointer", "subtype": {"kind": "base", "name": "void"}}},
+   "NextHandleNeedingPool": {"offset": 56, "type": {"kind": "base", "name": "unsigned long"}}}},
+  "_HANDLE_TABLE_ENTRY": {"kind": "union", "size": 8, "fields": {
+   "Object": {"offset": 0, "type": {"kind": "pointer", "subtype": {"kind": "base", "name": "void"}}},
+   "GrantedAccess": {"offset": 4, "type": {"kind": "base", "name": "unsigned long"}},
+   "NextFreeTableEntry": {"offset": 4, "type": {"kind": "base", "name": "unsigned long"}}}}
+ }, "enums": {}, "symbols": {}}"#;
+    parse_isf(json.as_bytes(), "win7-x86").expect("table parses")
+}
+
+#[test]
+fn an_x86_table_code_is_read_at_pointer_width() {
+    use crate::mmu::X86;
+    let m = MemoryTarget::x64(3);
+    // Non-PAE: directory frame 3, page table frame 0x20 for 0x8800_0000..0x883F_FFFF.
+    let map = |va: u64, frame: u64| {
+        m.write_physical(3 * PAGE_SIZE + (va >> 22) * 4, &(0x20003u32).to_le_bytes());
+        let pte = ((frame * PAGE_SIZE) as u32) | 3;
+        m.write_physical(0x20000 + ((va >> 12) & 0x3FF) * 4, &pte.to_le_bytes());
+    };
+    let (table, page) = (0x8800_0100u64, 0x8800_1000u64);
+    map(table, 0x40);
+    map(page, 0x41);
+    let mut header = vec![0u8; 60];
+    header[0..4].copy_from_slice(&(page as u32).to_le_bytes());
+    // QuotaProcess right after TableCode: a 64-bit read would take it as the high half.
+    header[4..8].copy_from_slice(&0x8123_4560u32.to_le_bytes());
+    header[56..60].copy_from_slice(&16u32.to_le_bytes());
+    m.write_physical(0x40 * PAGE_SIZE + 0x100, &header);
+    let mut entries = vec![0u8; 32];
+    entries[8..12].copy_from_slice(&(0x8500_0018u32 | 1).to_le_bytes());
+    entries[24..28].copy_from_slice(&0x8500_0040u32.to_le_bytes());
+    m.write_physical(0x41 * PAGE_SIZE, &entries);
+    let target: Arc<dyn Target> = Arc::new(m);
+    let space = AddressSpace::new(target, &X86, 3 * PAGE_SIZE);
+    let layout = HandleTableLayout::from_table(&x86_table()).unwrap();
+    let mut seen = Vec::new();
+    let walk = walk_handle_table(&space, &layout, table, |e| {
+        seen.push((e.handle, e.object_header));
+    })
+    .unwrap();
+    assert_eq!(walk.levels, 0);
+    assert_eq!(seen, vec![(4, 0x8500_0018), (0xC, 0x8500_0040)]);
+}

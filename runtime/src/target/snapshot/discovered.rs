@@ -42,6 +42,7 @@ impl SnapshotTarget {
             }
         })?;
         let mut identity = image.identity().clone();
+        identity.arch = discovery.arch();
         identity.directory_table_base = discovery.dtb.dtb;
         identity.kernel_base = Some(discovery.kernel.base);
         identity.discovery = discovery.how();
