@@ -197,8 +197,8 @@ pub fn symbol_dir_with(table: &Path, dir: &Path) -> PathBuf {
 
 static KDS_BINARY: Once = Once::new();
 
-/// The `kds` binary of this build (`<target>/debug/kds`), built by cargo on first use when
-/// it is missing.
+/// The `kds` binary of this build (`<target>/<profile>/kds`), brought up to date by cargo once
+/// per test binary (a no-op when it is), so that no test runs a stale binary.
 #[must_use]
 pub fn kds_binary() -> PathBuf {
     let profile_dir = std::env::current_exe()
@@ -207,14 +207,14 @@ pub fn kds_binary() -> PathBuf {
         .expect("the test binary lives in <target>/<profile>/deps");
     let binary = profile_dir.join(format!("kds{}", std::env::consts::EXE_SUFFIX));
     KDS_BINARY.call_once(|| {
-        if binary.exists() {
-            return;
-        }
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut build = Command::new(cargo);
         build.args(["build", "-q", "-p", "kds", "--bin", "kds"]);
         if let Some(target) = profile_dir.parent() {
             build.arg("--target-dir").arg(target);
+        }
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
         }
         let status = build
             .current_dir(repo_root())
