@@ -11,8 +11,8 @@ use crate::bitmap_index::{BitmapIndex, BitmapPfns};
 use crate::bytes::Bytes;
 use crate::error::{DumpError, Found, MissingPage};
 use crate::header::{
-    off, off32, BitmapHeader, BitmapOffsets, BitmapSignature, Bitness, DumpType, Header32,
-    Header64, PhysicalRun, RdmpHeader, HEADER32_SIZE, HEADER64_SIZE,
+    descriptor_offsets, off, off32, BitmapHeader, BitmapOffsets, BitmapSignature, Bitness,
+    DumpType, Header32, Header64, PhysicalRun, RdmpHeader, HEADER32_SIZE, HEADER64_SIZE,
 };
 use crate::run_index::RunIndex;
 use crate::PAGE_SIZE;
@@ -418,14 +418,6 @@ fn first4(b: [u8; 8]) -> [u8; 4] {
 
 fn page_area_signature(b: Bytes<'_>) -> Result<[u8; 8], DumpError> {
     b.array(off::BITMAP_HEADER, "the page-area header signature")
-}
-
-/// Where `PHYSICAL_MEMORY_DESCRIPTOR`'s `NumberOfRuns` and first run are in one header layout.
-fn descriptor_offsets(bitness: Bitness) -> (usize, usize) {
-    match bitness {
-        Bitness::Bits64 => (off::NUMBER_OF_RUNS, off::RUNS),
-        Bitness::Bits32 => (off32::NUMBER_OF_RUNS, off32::RUNS),
-    }
 }
 
 /// `NumberOfRuns`, and the runs (each `{BasePage, PageCount}` at the layout's pointer width,
