@@ -215,15 +215,20 @@ fn start_context(
     switch_context(model, thread, space, kernel_stack, modules)
 }
 
+/// Processor `processor`'s `_KPRCB`, through `nt!KiProcessorBlock`.
+fn processor_block(model: &Arc<ModelContext>, processor: u64) -> Option<Object> {
+    let block = model.symbol_address("KiProcessorBlock")?;
+    let prcb = model
+        .kernel_space()
+        .read_pointer(block + processor * model.pointer_size())
+        .ok()?;
+    model.object("_KPRCB", prcb).ok()
+}
+
 /// A running thread's registers.
 fn running_context(model: &Arc<ModelContext>, processor: u64) -> Result<Context, String> {
     let from_prcb = || -> Option<Context> {
-        let block = model.symbol_address("KiProcessorBlock")?;
-        let prcb = model
-            .kernel_space()
-            .read_pointer(block + processor * model.pointer_size())
-            .ok()?;
-        let prcb = model.object("_KPRCB", prcb).ok()?;
+        let prcb = processor_block(model, processor)?;
         let reg = |name: &str| number(&prcb, &format!("ProcessorState.ContextFrame.{name}"));
         let mut ctx = Context::new(reg("Rip")?, reg("Rsp")?);
         for r in Register::ALL {
@@ -445,12 +450,7 @@ fn x86_running_context(
             _ => None,
         });
     let from_prcb = || -> Option<X86ThreadContext> {
-        let block = model.symbol_address("KiProcessorBlock")?;
-        let prcb = model
-            .kernel_space()
-            .read_pointer(block + processor * model.pointer_size())
-            .ok()?;
-        let prcb = model.object("_KPRCB", prcb).ok()?;
+        let prcb = processor_block(model, processor)?;
         let reg = |name: &str| number(&prcb, &format!("ProcessorState.ContextFrame.{name}"));
         Some(X86ThreadContext {
             eip: reg("Eip").filter(|e| *e != 0)?,
