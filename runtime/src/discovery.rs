@@ -486,49 +486,24 @@ fn from_start_block(target: &dyn Target, limits: &DiscoveryLimits) -> Result<Dtb
 }
 
 fn scan_for_pml4(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFound, String> {
-    let captured = target.captured_pages();
-    let mut readable = 0u64;
-    let mut scanned = 0u64;
-    let mut page = [0u8; PAGE_SIZE as usize];
-    let mut stop = "the page limit";
-    for pfn in 0..limits.pml4_scan_pages {
-        if captured.is_some_and(|c| readable >= c) {
-            stop = "every captured page";
-            break;
-        }
-        let at = pfn * PAGE_SIZE;
-        match target.read_physical(at, &mut page) {
-            Ok(()) => readable += 1,
-            Err(ReadError::OutOfRange { .. }) => {
-                stop = "the end of physical memory";
-                break;
-            }
-            Err(_) => {
-                scanned += 1;
-                continue;
-            }
-        }
-        scanned += 1;
-        if self_map_in(&page, at).is_none() {
-            continue;
-        }
-        if let Some(index) = validate_pml4(target, at) {
-            return Ok(DtbFound {
-                dtb: at,
-                arch: Arch::X64,
-                self_map_index: index,
-                method: DtbMethod::Pml4Scan {
-                    pages_scanned: scanned,
-                },
-                detail: format!(
-                    "DTB {at:#x} from a scan for a self-mapped PML4 ({scanned} pages scanned), self-map index {index:#x}"
-                ),
-            });
-        }
+    let found = scan_pages(target, limits, |page, at| {
+        self_map_in(page, at)?;
+        validate_pml4(target, at).map(|index| (at, index))
+    });
+    match found {
+        Ok((dtb, index, scanned)) => Ok(DtbFound {
+            dtb,
+            arch: Arch::X64,
+            self_map_index: index,
+            method: DtbMethod::Pml4Scan {
+                pages_scanned: scanned,
+            },
+            detail: format!(
+                "DTB {dtb:#x} from a scan for a self-mapped PML4 ({scanned} pages scanned), self-map index {index:#x}"
+            ),
+        }),
+        Err(what) => Err(format!("PML4 scan: {what}, no self-mapped PML4")),
     }
-    Err(format!(
-        "PML4 scan: {scanned} physical pages from 0 ({readable} readable) up to {stop}, no self-mapped PML4"
-    ))
 }
 
 /// Scan physical pages from 0 (bounded by `limits.pml4_scan_pages` and the captured pages)

@@ -117,30 +117,49 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
         walk(&space, &modules, cache, start, FRAME_LIMIT)
     });
     let rip_in_trap = thread.table().offset_of("_KTRAP_FRAME", "Rip").ok();
-    let mut frames = Vec::new();
-    let mut cut = false;
-    for (i, f) in walked.frames.iter().enumerate() {
+    let have_user_modules = user.is_some();
+    let frames = walked.frames.iter().map(|f| {
         let trap_frame = f.machine_frame_at.and_then(|at| {
             let rip_slot = at + if f.machine_frame_error_code { 8 } else { 0 };
             Some(rip_slot - rip_in_trap?)
         });
         let user_frame = is_user_address(f.ip);
-        frames.push(StackFrame {
+        let frame = StackFrame {
             child_sp: f.child_sp,
             return_address: f.return_address.unwrap_or(0),
             ip: f.ip,
-            call_site: if user_frame && user.is_none() {
+            call_site: if user_frame && !have_user_modules {
                 None
             } else {
                 modules.symbolize(f.ip).map(|s| s.to_string())
             },
             trap_frame,
             fpo: None,
-        });
-        if user_frame && user.is_none() {
-            // The first user frame, as a bare address: without the process's user modules
-            // nothing tells how to unwind it.
-            if i + 1 < walked.frames.len() {
+        };
+        (frame, user_frame)
+    });
+    thread_stack(frames, have_user_modules, || match &walked.end {
+        WalkEnd::ReachedZero => None,
+        WalkEnd::StackNotReadable { address } => Some(stack_not_in_memory(*address, 8)),
+        other => Some(other.to_string()),
+    })
+}
+
+/// The frames of a walk, `(frame, in user mode)`, as a [`ThreadStack`]: without the process's
+/// user modules it ends at the first user frame, a bare address (nothing tells how to unwind
+/// it), with no return address and no reason; otherwise `end` says why the walk stopped.
+fn thread_stack(
+    walked: impl ExactSizeIterator<Item = (StackFrame, bool)>,
+    have_user_modules: bool,
+    end: impl FnOnce() -> Option<String>,
+) -> ThreadStack {
+    let count = walked.len();
+    let mut frames = Vec::new();
+    let mut cut = false;
+    for (i, (frame, user_frame)) in walked.enumerate() {
+        frames.push(frame);
+        if user_frame && !have_user_modules {
+            if i + 1 < count {
                 cut = true;
             }
             if let Some(last) = frames.last_mut() {
@@ -149,19 +168,16 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
             break;
         }
     }
-    let stopped = if cut {
-        None
-    } else {
-        match &walked.end {
-            WalkEnd::ReachedZero => None,
-            WalkEnd::StackNotReadable { address } => Some(format!(
-                "stack memory at {} is not in memory: the stack ends here",
-                crate::model::format_address(*address, 8)
-            )),
-            other => Some(other.to_string()),
-        }
-    };
+    let stopped = if cut { None } else { end() };
     ThreadStack::Frames { frames, stopped }
+}
+
+/// Why a walk stopped at stack memory that is not in the dump.
+fn stack_not_in_memory(address: u64, pointer_size: u64) -> String {
+    format!(
+        "stack memory at {} is not in memory: the stack ends here",
+        crate::model::format_address(address, pointer_size)
+    )
 }
 
 /// An address in the user half of the x64 address space (the lower canonical half).
@@ -199,15 +215,20 @@ fn start_context(
     switch_context(model, thread, space, kernel_stack, modules)
 }
 
+/// Processor `processor`'s `_KPRCB`, through `nt!KiProcessorBlock`.
+fn processor_block(model: &Arc<ModelContext>, processor: u64) -> Option<Object> {
+    let block = model.symbol_address("KiProcessorBlock")?;
+    let prcb = model
+        .kernel_space()
+        .read_pointer(block + processor * model.pointer_size())
+        .ok()?;
+    model.object("_KPRCB", prcb).ok()
+}
+
 /// A running thread's registers.
 fn running_context(model: &Arc<ModelContext>, processor: u64) -> Result<Context, String> {
     let from_prcb = || -> Option<Context> {
-        let block = model.symbol_address("KiProcessorBlock")?;
-        let prcb = model
-            .kernel_space()
-            .read_pointer(block + processor * model.pointer_size())
-            .ok()?;
-        let prcb = model.object("_KPRCB", prcb).ok()?;
+        let prcb = processor_block(model, processor)?;
         let reg = |name: &str| number(&prcb, &format!("ProcessorState.ContextFrame.{name}"));
         let mut ctx = Context::new(reg("Rip")?, reg("Rsp")?);
         for r in Register::ALL {
@@ -429,12 +450,7 @@ fn x86_running_context(
             _ => None,
         });
     let from_prcb = || -> Option<X86ThreadContext> {
-        let block = model.symbol_address("KiProcessorBlock")?;
-        let prcb = model
-            .kernel_space()
-            .read_pointer(block + processor * model.pointer_size())
-            .ok()?;
-        let prcb = model.object("_KPRCB", prcb).ok()?;
+        let prcb = processor_block(model, processor)?;
         let reg = |name: &str| number(&prcb, &format!("ProcessorState.ContextFrame.{name}"));
         Some(X86ThreadContext {
             eip: reg("Eip").filter(|e| *e != 0)?,
@@ -544,11 +560,9 @@ fn walk_thread_x86(
         kernel_base: model.kernel_base(),
     };
     let walked = walk_x86(space, &info, start.registers(), &options);
-    let mut frames = Vec::new();
-    let mut cut = false;
-    for (i, f) in walked.frames.iter().enumerate() {
+    let frames = walked.frames.iter().map(|f| {
         let user_frame = f.ip < user_end;
-        frames.push(StackFrame {
+        let frame = StackFrame {
             child_sp: f.child_ebp,
             return_address: f.return_address.unwrap_or(0),
             ip: f.ip,
@@ -559,30 +573,14 @@ fn walk_thread_x86(
             },
             trap_frame: f.trap_frame,
             fpo: f.fpo,
-        });
-        if user_frame && !have_user_modules {
-            if i + 1 < walked.frames.len() {
-                cut = true;
-            }
-            if let Some(last) = frames.last_mut() {
-                last.return_address = 0;
-            }
-            break;
-        }
-    }
-    let stopped = if cut {
-        None
-    } else {
-        match &walked.end {
-            X86WalkEnd::ReachedZero => None,
-            X86WalkEnd::StackNotReadable { address } => Some(format!(
-                "stack memory at {} is not in memory: the stack ends here",
-                crate::model::format_address(*address, 4)
-            )),
-            other => Some(other.to_string()),
-        }
-    };
-    ThreadStack::Frames { frames, stopped }
+        };
+        (frame, user_frame)
+    });
+    thread_stack(frames, have_user_modules, || match &walked.end {
+        X86WalkEnd::ReachedZero => None,
+        X86WalkEnd::StackNotReadable { address } => Some(stack_not_in_memory(*address, 4)),
+        other => Some(other.to_string()),
+    })
 }
 
 #[cfg(test)]

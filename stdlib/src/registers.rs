@@ -51,31 +51,12 @@ fn r_x86(
 ) -> Result<Registers, CommandError> {
     let model = std::sync::Arc::clone(dbg.model());
     let ctx = x86_thread_context(&model, thread).map_err(CommandError::NotFound)?;
-    let names: Vec<&str> = match name {
-        Some(n) => {
-            let n = n.trim_start_matches('@').to_ascii_lowercase();
-            let known = ORDER_X86.iter().find(|o| **o == n).ok_or_else(|| {
-                CommandError::usage(format!(
-                    "bad register `{n}`: x86 integer registers, eip and efl"
-                ))
-            })?;
-            vec![*known]
-        }
-        None => ORDER_X86.to_vec(),
-    };
-    Ok(Registers {
-        thread: thread.address(),
-        registers: names
-            .iter()
-            .map(|n| RegisterValue {
-                name: (*n).to_string(),
-                value: ctx.get(n),
-            })
-            .collect(),
-        rip_symbol: dbg.symbolize(ctx.eip).map(|s| s.to_string()),
-        single: name.is_some(),
+    let shown = Shown {
+        order: &ORDER_X86,
+        known: "x86 integer registers, eip and efl",
         pointer_size: 4,
-    })
+    };
+    shown.registers(dbg, thread, name, |n| ctx.get(n), ctx.eip)
 }
 
 /// `r [name]`.
@@ -96,29 +77,58 @@ pub fn r_command(dbg: &mut Debugger, name: Option<&str>) -> Result<Registers, Co
                 .and_then(|r| ctx.get(*r)),
         }
     };
-    let names: Vec<&str> = match name {
-        Some(n) => {
-            let n = n.trim_start_matches('@').to_ascii_lowercase();
-            let known = ORDER.iter().find(|o| **o == n).ok_or_else(|| {
-                CommandError::usage(format!("bad register `{n}`: x64 integer registers and rip"))
-            })?;
-            vec![*known]
-        }
-        None => ORDER.to_vec(),
-    };
-    Ok(Registers {
-        thread: thread.address(),
-        registers: names
-            .iter()
-            .map(|n| RegisterValue {
-                name: (*n).to_string(),
-                value: value(n),
-            })
-            .collect(),
-        rip_symbol: dbg.symbolize(ctx.rip).map(|s| s.to_string()),
-        single: name.is_some(),
+    let shown = Shown {
+        order: &ORDER,
+        known: "x64 integer registers and rip",
         pointer_size: 8,
-    })
+    };
+    shown.registers(dbg, &thread, name, value, ctx.rip)
+}
+
+/// The registers `r` shows on one architecture.
+struct Shown {
+    /// All of them, in WinDbg's order.
+    order: &'static [&'static str],
+    /// What a register name may be, for the error on any other.
+    known: &'static str,
+    pointer_size: u64,
+}
+
+impl Shown {
+    /// `name`'s value (all of them without a name), `value` giving each, and the instruction
+    /// pointer `ip` symbolized.
+    fn registers(
+        &self,
+        dbg: &mut Debugger,
+        thread: &kds_runtime::model::Object,
+        name: Option<&str>,
+        value: impl Fn(&str) -> Option<u64>,
+        ip: u64,
+    ) -> Result<Registers, CommandError> {
+        let names: Vec<&str> = match name {
+            Some(n) => {
+                let n = n.trim_start_matches('@').to_ascii_lowercase();
+                let known = self.order.iter().find(|o| **o == n).ok_or_else(|| {
+                    CommandError::usage(format!("bad register `{n}`: {}", self.known))
+                })?;
+                vec![*known]
+            }
+            None => self.order.to_vec(),
+        };
+        Ok(Registers {
+            thread: thread.address(),
+            registers: names
+                .iter()
+                .map(|n| RegisterValue {
+                    name: (*n).to_string(),
+                    value: value(n),
+                })
+                .collect(),
+            rip_symbol: dbg.symbolize(ip).map(|s| s.to_string()),
+            single: name.is_some(),
+            pointer_size: self.pointer_size,
+        })
+    }
 }
 
 impl Report for Registers {

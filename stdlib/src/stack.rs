@@ -133,24 +133,7 @@ impl StackTrace {
         } else {
             let _ = writeln!(out, "{indent}{number}{sp} {ret} Call Site");
         }
-        let mut warned = false;
-        for f in &self.frames {
-            if f.call_site.is_none() && !warned {
-                let _ = writeln!(
-                    out,
-                    "{indent}WARNING: Frame IP not in any known module. Following frames may be wrong."
-                );
-                warned = true;
-            }
-            let n = if self.style.numbered() {
-                format!("{:02x} ", f.number)
-            } else {
-                String::new()
-            };
-            let site = f
-                .call_site
-                .clone()
-                .unwrap_or_else(|| format!("0x{}", pointer(f.ip, ps)));
+        self.render_frames(out, indent, ps, |f, site| {
             let trap = f
                 .trap_frame
                 .map(|t| format!(" (TrapFrame @ {})", pointer(t, ps)))
@@ -176,29 +159,24 @@ impl StackTrace {
             } else {
                 String::new()
             };
-            let _ = writeln!(
-                out,
-                "{indent}{n}{} {} {args}{site}{trap}",
+            format!(
+                "{} {} {args}{site}{trap}",
                 pointer(f.child_sp, ps),
                 pointer(f.return_address, ps)
-            );
-        }
-        if let Some(why) = &self.stopped {
-            let _ = writeln!(out, "{indent}WARNING: {why}");
-        }
+            )
+        });
     }
-}
 
-impl StackTrace {
-    /// WinDbg's x86 layout: `ChildEBP RetAddr  Args to Child`, three dword arguments, then
-    /// the call site and, for `kv`, `(FPO: [...])` and `TrapFrame @ ...`.
-    fn render_x86(&self, out: &mut String, indent: &str) {
-        let number = if self.style.numbered() { " # " } else { "" };
-        if self.style.args() {
-            let _ = writeln!(out, "{indent}{number}ChildEBP RetAddr  Args to Child");
-        } else {
-            let _ = writeln!(out, "{indent}{number}ChildEBP RetAddr");
-        }
+    /// The frame lines, `line` giving each after its frame number from the frame and its call
+    /// site, with WinDbg's warning before the first frame outside every known module; then
+    /// why the walk stopped.
+    fn render_frames(
+        &self,
+        out: &mut String,
+        indent: &str,
+        ps: u64,
+        line: impl Fn(&FrameLine, &str) -> String,
+    ) {
         let mut warned = false;
         for f in &self.frames {
             if f.call_site.is_none() && !warned {
@@ -216,7 +194,26 @@ impl StackTrace {
             let site = f
                 .call_site
                 .clone()
-                .unwrap_or_else(|| format!("0x{}", pointer(f.ip, 4)));
+                .unwrap_or_else(|| format!("0x{}", pointer(f.ip, ps)));
+            let _ = writeln!(out, "{indent}{n}{}", line(f, &site));
+        }
+        if let Some(why) = &self.stopped {
+            let _ = writeln!(out, "{indent}WARNING: {why}");
+        }
+    }
+}
+
+impl StackTrace {
+    /// WinDbg's x86 layout: `ChildEBP RetAddr  Args to Child`, three dword arguments, then
+    /// the call site and, for `kv`, `(FPO: [...])` and `TrapFrame @ ...`.
+    fn render_x86(&self, out: &mut String, indent: &str) {
+        let number = if self.style.numbered() { " # " } else { "" };
+        if self.style.args() {
+            let _ = writeln!(out, "{indent}{number}ChildEBP RetAddr  Args to Child");
+        } else {
+            let _ = writeln!(out, "{indent}{number}ChildEBP RetAddr");
+        }
+        self.render_frames(out, indent, 4, |f, site| {
             let args = if self.style.args() {
                 match f.args.as_deref() {
                     Some(a) => {
@@ -241,16 +238,12 @@ impl StackTrace {
                 (Some(one), None) | (None, Some(one)) => format!(" ({one})"),
                 (None, None) => String::new(),
             };
-            let _ = writeln!(
-                out,
-                "{indent}{n}{} {} {args}{site}{note}",
+            format!(
+                "{} {} {args}{site}{note}",
                 pointer(f.child_sp, 4),
                 pointer(f.return_address, 4)
-            );
-        }
-        if let Some(why) = &self.stopped {
-            let _ = writeln!(out, "{indent}WARNING: {why}");
-        }
+            )
+        });
     }
 }
 

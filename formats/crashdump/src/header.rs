@@ -182,6 +182,14 @@ impl BitmapOffsets {
     }
 }
 
+/// Where `PHYSICAL_MEMORY_DESCRIPTOR`'s `NumberOfRuns` and first run are in one header layout.
+pub(crate) fn descriptor_offsets(bitness: Bitness) -> (usize, usize) {
+    match bitness {
+        Bitness::Bits64 => (off::NUMBER_OF_RUNS, off::RUNS),
+        Bitness::Bits32 => (off32::NUMBER_OF_RUNS, off32::RUNS),
+    }
+}
+
 /// File offsets of the fields of `DUMP_HEADER64` and of the page-area headers.
 pub mod off {
     /// "PAGE" (u32 0x45474150) then "DU64" (0x34365544); kdmp-parser and Volatility 3 check both.

@@ -11,8 +11,8 @@ use crate::bitmap_index::{BitmapIndex, BitmapPfns};
 use crate::bytes::Bytes;
 use crate::error::{DumpError, Found, MissingPage};
 use crate::header::{
-    off, off32, BitmapHeader, BitmapOffsets, BitmapSignature, Bitness, DumpType, Header32,
-    Header64, PhysicalRun, RdmpHeader, HEADER32_SIZE, HEADER64_SIZE, MAX_RUNS, MAX_RUNS32,
+    descriptor_offsets, off, off32, BitmapHeader, BitmapOffsets, BitmapSignature, Bitness,
+    DumpType, Header32, Header64, PhysicalRun, RdmpHeader, HEADER32_SIZE, HEADER64_SIZE,
 };
 use crate::run_index::RunIndex;
 use crate::PAGE_SIZE;
@@ -312,37 +312,18 @@ fn parse(b: Bytes<'_>) -> Result<Parsed, DumpError> {
         code: header.dump_type_code,
     })?;
 
-    let number_of_runs = b.u32(off::NUMBER_OF_RUNS, "NumberOfRuns")?;
-    if number_of_runs <= MAX_RUNS {
-        header.physical_memory_runs = read_runs(b, off::RUNS, number_of_runs as usize)?;
-    }
+    let (number_of_runs, runs) = read_descriptor(b, Bitness::Bits64)?;
+    header.physical_memory_runs = runs;
 
     let index = match dump_type {
-        DumpType::Full => {
-            if number_of_runs > MAX_RUNS {
-                return Err(DumpError::TooManyRuns {
-                    offset: off::NUMBER_OF_RUNS as u64,
-                    count: number_of_runs,
-                    max: MAX_RUNS,
-                });
-            }
-            PageIndex::Runs(RunIndex::build(
-                &header.physical_memory_runs,
-                off::RUNS as u64,
-                16,
-                HEADER64_SIZE as u64,
-                b.len(),
-            )?)
-        }
+        DumpType::Full => runs_index(
+            b,
+            &header.physical_memory_runs,
+            number_of_runs,
+            Bitness::Bits64,
+        )?,
         DumpType::Kernel | DumpType::BitmapFull | DumpType::BitmapKernel => {
-            let found = page_area_signature(b)?;
-            if BitmapSignature::from_bytes(first4(found)).is_none() || &found[4..8] != b"DUMP" {
-                return Err(DumpError::BadBitmapSignature {
-                    offset: off::BITMAP_HEADER as u64,
-                    code: dump_type.code(),
-                    found: Found::new(&found),
-                });
-            }
+            check_bitmap_signature(page_area_signature(b)?, off::BITMAP_HEADER, dump_type)?;
             bitmap_index(b, &mut header.bitmap, Bitness::Bits64)?
         }
         DumpType::KernelMemory | DumpType::KernelAndUserMemory | DumpType::CompleteMemory => {
@@ -383,37 +364,19 @@ fn parse32(b: Bytes<'_>) -> Result<Parsed, DumpError> {
     };
     let dump_type = header.dump_type().ok_or(unsupported)?;
 
-    let number_of_runs = b.u32(off32::NUMBER_OF_RUNS, "NumberOfRuns")?;
-    if number_of_runs <= MAX_RUNS32 {
-        header.physical_memory_runs = read_runs32(b, number_of_runs as usize)?;
-    }
+    let (number_of_runs, runs) = read_descriptor(b, Bitness::Bits32)?;
+    header.physical_memory_runs = runs;
 
     let index = match dump_type {
-        DumpType::Full => {
-            if number_of_runs > MAX_RUNS32 {
-                return Err(DumpError::TooManyRuns {
-                    offset: off32::NUMBER_OF_RUNS as u64,
-                    count: number_of_runs,
-                    max: MAX_RUNS32,
-                });
-            }
-            PageIndex::Runs(RunIndex::build(
-                &header.physical_memory_runs,
-                off32::RUNS as u64,
-                8,
-                HEADER32_SIZE as u64,
-                b.len(),
-            )?)
-        }
+        DumpType::Full => runs_index(
+            b,
+            &header.physical_memory_runs,
+            number_of_runs,
+            Bitness::Bits32,
+        )?,
         DumpType::Kernel | DumpType::BitmapFull | DumpType::BitmapKernel => {
-            let found: [u8; 8] = b.array(off32::BITMAP_HEADER, "the page-area header signature")?;
-            if BitmapSignature::from_bytes(first4(found)).is_none() || &found[4..8] != b"DUMP" {
-                return Err(DumpError::BadBitmapSignature {
-                    offset: off32::BITMAP_HEADER as u64,
-                    code: dump_type.code(),
-                    found: Found::new(&found),
-                });
-            }
+            let found = b.array(off32::BITMAP_HEADER, "the page-area header signature")?;
+            check_bitmap_signature(found, off32::BITMAP_HEADER, dump_type)?;
             bitmap_index(b, &mut header.bitmap, Bitness::Bits32)?
         }
         DumpType::KernelMemory | DumpType::KernelAndUserMemory | DumpType::CompleteMemory => {
@@ -457,28 +420,70 @@ fn page_area_signature(b: Bytes<'_>) -> Result<[u8; 8], DumpError> {
     b.array(off::BITMAP_HEADER, "the page-area header signature")
 }
 
-fn read_runs(b: Bytes<'_>, table: usize, count: usize) -> Result<Vec<PhysicalRun>, DumpError> {
-    let mut runs = Vec::with_capacity(count);
-    for i in 0..count {
-        let at = table + 16 * i;
+/// `NumberOfRuns`, and the runs (each `{BasePage, PageCount}` at the layout's pointer width,
+/// widened) when that many fit the descriptor's buffer; none when they do not.
+fn read_descriptor(b: Bytes<'_>, bitness: Bitness) -> Result<(u32, Vec<PhysicalRun>), DumpError> {
+    let (number_at, table) = descriptor_offsets(bitness);
+    let number_of_runs = b.u32(number_at, "NumberOfRuns")?;
+    if number_of_runs > bitness.max_runs() {
+        return Ok((number_of_runs, Vec::new()));
+    }
+    let what = "a physical memory run";
+    let word = |at: usize| match bitness {
+        Bitness::Bits64 => b.u64(at, what),
+        Bitness::Bits32 => b.u32(at, what).map(u64::from),
+    };
+    let size = bitness.pointer_size() as usize;
+    let mut runs = Vec::with_capacity(number_of_runs as usize);
+    for i in 0..number_of_runs as usize {
+        let at = table + 2 * size * i;
         runs.push(PhysicalRun {
-            base_page: b.u64(at, "a physical memory run")?,
-            page_count: b.u64(at + 8, "a physical memory run")?,
+            base_page: word(at)?,
+            page_count: word(at + size)?,
         });
     }
-    Ok(runs)
+    Ok((number_of_runs, runs))
 }
 
-fn read_runs32(b: Bytes<'_>, count: usize) -> Result<Vec<PhysicalRun>, DumpError> {
-    let mut runs = Vec::with_capacity(count);
-    for i in 0..count {
-        let at = off32::RUNS + 8 * i;
-        runs.push(PhysicalRun {
-            base_page: u64::from(b.u32(at, "a physical memory run")?),
-            page_count: u64::from(b.u32(at + 4, "a physical memory run")?),
+/// A full dump's index: its runs say where every page is, from the end of the header; more
+/// runs than the descriptor holds is an error.
+fn runs_index(
+    b: Bytes<'_>,
+    runs: &[PhysicalRun],
+    number_of_runs: u32,
+    bitness: Bitness,
+) -> Result<PageIndex, DumpError> {
+    let (number_at, table) = descriptor_offsets(bitness);
+    if number_of_runs > bitness.max_runs() {
+        return Err(DumpError::TooManyRuns {
+            offset: number_at as u64,
+            count: number_of_runs,
+            max: bitness.max_runs(),
         });
     }
-    Ok(runs)
+    Ok(PageIndex::Runs(RunIndex::build(
+        runs,
+        table as u64,
+        2 * u64::from(bitness.pointer_size()),
+        bitness.header_size() as u64,
+        b.len(),
+    )?))
+}
+
+/// A bitmap dump's page area, `found` at `offset`, must start "SDMP" or "FDMP" then "DUMP".
+fn check_bitmap_signature(
+    found: [u8; 8],
+    offset: usize,
+    dump_type: DumpType,
+) -> Result<(), DumpError> {
+    if BitmapSignature::from_bytes(first4(found)).is_none() || &found[4..8] != b"DUMP" {
+        return Err(DumpError::BadBitmapSignature {
+            offset: offset as u64,
+            code: dump_type.code(),
+            found: Found::new(&found),
+        });
+    }
+    Ok(())
 }
 
 fn bitmap_index(

@@ -44,9 +44,9 @@
 use std::io::{self, Seek, Write};
 
 use crate::header::{
-    off, off32, BitmapOffsets, BitmapSignature, Bitness, DumpType, Header32, Header64, PhysicalRun,
-    COMMENT_SIZE, CONTEXT32_SIZE, CONTEXT64_SIZE, EXCEPTION_RECORD32_SIZE, EXCEPTION_RECORD64_SIZE,
-    MACHINE_AMD64, MACHINE_I386, PAGE_PATTERN,
+    descriptor_offsets, off, off32, BitmapOffsets, BitmapSignature, Bitness, DumpType, Header32,
+    Header64, PhysicalRun, COMMENT_SIZE, CONTEXT32_SIZE, CONTEXT64_SIZE, EXCEPTION_RECORD32_SIZE,
+    EXCEPTION_RECORD64_SIZE, MACHINE_AMD64, MACHINE_I386, PAGE_PATTERN,
 };
 use crate::PAGE_SIZE;
 
@@ -378,15 +378,7 @@ pub fn encode_headers(
         w.u64(off::BUGCHECK_PARAMETERS + 8 * i, *p);
     }
     w.u64(off::KD_DEBUGGER_DATA_BLOCK, header.kd_debugger_data_block);
-    w.u32(off::NUMBER_OF_RUNS, plan.descriptor.len() as u32);
-    w.u64(
-        off::NUMBER_OF_PAGES,
-        plan.descriptor.iter().map(|r| r.page_count).sum(),
-    );
-    for (i, run) in plan.descriptor.iter().enumerate() {
-        w.u64(off::RUNS + 16 * i, run.base_page);
-        w.u64(off::RUNS + 16 * i + 8, run.page_count);
-    }
+    plan.write_descriptor(&mut w);
     w.put(off::CONTEXT, &header.context);
     w.put(off::EXCEPTION, &header.exception_record);
     w.u32(off::DUMP_TYPE, kind.dump_type().code());
@@ -453,17 +445,7 @@ pub fn encode_headers32(
     // PaeEnabled, KdSecondaryVersion and two spare bytes.
     w.put(off32::PAE_ENABLED, &[u8::from(header.pae_enabled), 0, 0, 0]);
     w.u32(off32::KD_DEBUGGER_DATA_BLOCK, header.kd_debugger_data_block);
-    // `Plan::new` checked that every pfn, and so every run, fits in u32.
-    let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-    w.u32(off32::NUMBER_OF_RUNS, plan.descriptor.len() as u32);
-    w.u32(
-        off32::NUMBER_OF_PAGES,
-        narrow(plan.descriptor.iter().map(|r| r.page_count).sum()),
-    );
-    for (i, run) in plan.descriptor.iter().enumerate() {
-        w.u32(off32::RUNS + 8 * i, narrow(run.base_page));
-        w.u32(off32::RUNS + 8 * i + 4, narrow(run.page_count));
-    }
+    plan.write_descriptor(&mut w);
     w.put(off32::CONTEXT, &[0u8; off32::CONTEXT_AREA_SIZE]);
     w.put(off32::CONTEXT, &header.context);
     w.put(off32::EXCEPTION, &header.exception_record);
@@ -596,6 +578,28 @@ impl Plan {
             chunk.copy_from_slice(&PAGE_PATTERN.to_le_bytes());
         }
         bytes
+    }
+
+    /// `PHYSICAL_MEMORY_DESCRIPTOR`: `NumberOfRuns`, then `NumberOfPages` and the runs at the
+    /// layout's pointer width (`NumberOfPages` follows `NumberOfRuns` and its pad in 64-bit).
+    fn write_descriptor(&self, w: &mut FieldWriter<'_>) {
+        let (number_at, table) = descriptor_offsets(self.bitness);
+        let size = self.bitness.pointer_size() as usize;
+        // `Plan::new` checked that every pfn, and so every run, of a 32-bit dump fits in u32.
+        let word = |w: &mut FieldWriter<'_>, at: usize, v: u64| match self.bitness {
+            Bitness::Bits64 => w.u64(at, v),
+            Bitness::Bits32 => w.u32(at, u32::try_from(v).unwrap_or(u32::MAX)),
+        };
+        w.u32(number_at, self.descriptor.len() as u32);
+        word(
+            w,
+            number_at + size,
+            self.descriptor.iter().map(|r| r.page_count).sum(),
+        );
+        for (i, run) in self.descriptor.iter().enumerate() {
+            word(w, table + 2 * size * i, run.base_page);
+            word(w, table + 2 * size * i + size, run.page_count);
+        }
     }
 
     fn write_bitmap(&self, w: &mut FieldWriter<'_>, pfns: &[u64]) {
