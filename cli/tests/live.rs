@@ -58,12 +58,19 @@ struct Emulator {
 impl Emulator {
     /// Serve the demo dump on a unix socket with `extra` emulator flags.
     fn unix(name: &str, extra: &[&str]) -> Emulator {
+        Self::unix_serving(name, Path::new(DEMO), extra)
+    }
+
+    /// Serve `dump` on a unix socket with `extra` emulator flags.
+    fn unix_serving(name: &str, dump: &Path, extra: &[&str]) -> Emulator {
         let dir = scratch(name);
         let socket = dir.join("kd.sock");
         let report = dir.join("report.json");
         let child = Command::new(emulator_binary())
             .current_dir(repo())
-            .args(["--dump", DEMO, "--listen"])
+            .arg("--dump")
+            .arg(dump)
+            .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
             .arg("--report")
             .arg(&report)
@@ -492,4 +499,69 @@ fn nobody_answering_times_out_with_a_clear_error() {
     assert!(stderr.contains("Waiting to reconnect..."), "{stderr}");
     assert!(stderr.contains("did not answer the break-in"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// A 32-bit kernel over KD: the emulator serves a fixture's 32-bit dump as a live 32-bit
+/// kernel (sign-extended wire addresses, x86 control report, KPROCESSOR_STATE control space,
+/// x86 CONTEXT). kds must give the dump's output, with PAE and without.
+#[test]
+fn a_32_bit_kernel_over_kd_reads_as_its_dump() {
+    use kds_fixture::dumpfile::{write_dump, DumpKind};
+    let shared = repo().join("../shared/symbols/x86");
+    for (name, table, pae) in [
+        ("x86-pae", "win10_x86_19041.json.xz", true),
+        ("x86-2level", "win7_sp1_x86.json.xz", false),
+    ] {
+        let dir = scratch(&format!("{name}-files"));
+        let fixture = kds_fixture::build(&kds_fixture::FixtureSpec::hung_server(
+            shared.join(table),
+            7,
+        ))
+        .expect("x86 fixture");
+        let dump = dir.join("memory.dmp");
+        write_dump(&fixture, &dump, DumpKind::BitmapFull).expect("32-bit dump");
+        let symbols = dir.join("symbols");
+        fixture
+            .x86_table
+            .as_ref()
+            .expect("an x86 fixture writes its table")
+            .store(&symbols)
+            .expect("table");
+        let symbols = symbols.to_str().expect("utf-8");
+        let dump_text = dump.to_str().expect("utf-8");
+        let commands = "!process 0 0; lm; r; !pte @eip";
+        let want = kds(&["run", "-c", commands, "-z", dump_text, "-y", symbols]);
+        assert_eq!(want.status.code(), Some(0), "{}", text(&want.stderr));
+        let want = text(&want.stdout);
+        assert!(want.contains("Image: lsass.exe"), "{want}");
+
+        let emu = Emulator::unix_serving(name, &dump, &[]);
+        let out = kds(&["run", "-c", commands, "-k", &emu.connection, "-y", symbols]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert_eq!(
+            text(&out.stdout),
+            want,
+            "{name}: live output differs from the dump's"
+        );
+        assert!(
+            stderr.contains("x86 compatible target") && stderr.contains("ptr64 FALSE"),
+            "{name}: {stderr}"
+        );
+        let base = format!("Kernel base = 0x{:08x}", fixture.kernel.base);
+        assert!(stderr.contains(&base), "{name}: {base} not in {stderr}");
+        assert_resumed_once(&emu.finish());
+
+        // The paging mode comes from the live kernel's CR4.PAE, not from a header.
+        let emu = Emulator::unix_serving(&format!("{name}-info"), &dump, &[]);
+        let info = kds(&["info", "-k", &emu.connection, "-y", symbols]);
+        let stdout = text(&info.stdout);
+        assert_eq!(info.status.code(), Some(0), "{}", text(&info.stderr));
+        let arch = if pae { "x86 (PAE)\n" } else { "x86\n" };
+        assert!(
+            stdout.contains(&format!("Architecture          {arch}")),
+            "{name}: {stdout}"
+        );
+        assert_resumed_once(&emu.finish());
+    }
 }
