@@ -456,3 +456,93 @@ fn the_kds_binary_reads_the_dumps() {
         }
     });
 }
+
+/// The lines of `k`/`kb` output that start with a frame's `ChildEBP RetAddr` (8 digits each).
+fn frame_line<'a>(text: &'a str, child: u64, ret: u64) -> Option<&'a str> {
+    let head = format!("{child:08x} {ret:08x} ");
+    text.lines().find(|l| l.trim_start().starts_with(&head))
+}
+
+/// Check that `text` shows each of the thread's frames, in order: `ChildEBP RetAddr`, then
+/// (kernel frames) the call site at the end of the line.
+fn check_frames(name: &str, what: &str, text: &str, t: &kds_fixture::ThreadTruth) {
+    let mut last = 0;
+    for frame in &t.frames {
+        // Without the process's user modules the user frame is a bare address, returning 0.
+        let ret = if frame.user { 0 } else { frame.return_address };
+        let line = frame_line(text, frame.child_sp, ret).unwrap_or_else(|| {
+            panic!(
+                "{name}: {what}: no frame {:08x} {ret:08x} ({}) in\n{text}",
+                frame.child_sp, frame.call_site
+            )
+        });
+        if frame.user {
+            assert!(
+                line.trim_end().ends_with(&format!("{:08x}", frame.ip)),
+                "{name}: {what}: user frame {line:?}, want ip {:08x}",
+                frame.ip
+            );
+        } else if frame.trap_frame != 0 {
+            let want = format!("{} (TrapFrame @ {:08x})", frame.call_site, frame.trap_frame);
+            assert!(
+                line.trim_end().ends_with(&want),
+                "{name}: {what}: {line:?} does not end with {want}"
+            );
+        } else {
+            assert!(
+                line.trim_end().ends_with(&frame.call_site),
+                "{name}: {what}: {line:?} does not end with {}",
+                frame.call_site
+            );
+        }
+        let at = text.find(line).expect("line in text");
+        assert!(at >= last, "{name}: {what}: frames out of order in\n{text}");
+        last = at;
+    }
+}
+
+#[test]
+fn waiting_threads_show_their_kernel_stacks_as_the_truth_has_them() {
+    each_x86_dump("stacks", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        let session = dump_session(dump, symbols);
+        let threads: Vec<_> = f
+            .truth
+            .processes
+            .iter()
+            .flat_map(|p| p.threads.iter())
+            .filter(|t| !t.frames.is_empty())
+            .collect();
+        assert!(threads.len() >= 8, "{name}: waiting threads with frames");
+        assert!(
+            threads.iter().any(|t| t.trap_frame == 0) && threads.iter().any(|t| t.trap_frame != 0),
+            "{name}: system and user waits"
+        );
+        let mut commands = String::new();
+        for t in &threads {
+            let e = t.ethread;
+            commands.push_str(&format!("!thread {e:x}; .thread {e:x}; kb; "));
+        }
+        let outputs = run_commands(&session, &commands);
+        for t in &threads {
+            let e = t.ethread;
+            let shown = output_of(&outputs, &format!("!thread {e:x}"));
+            assert!(
+                !shown.contains("Kernel stack not resident"),
+                "{name}: {e:x}: {shown}"
+            );
+            check_frames(name, &format!("!thread {e:x}"), shown, t);
+            // `kb` after `.thread`: the outputs of `kb` in order, one per thread.
+            let index = threads.iter().position(|x| x.ethread == e).unwrap();
+            let kb = outputs
+                .iter()
+                .filter(|(c, _)| c == "kb")
+                .nth(index)
+                .map(|(_, t)| t.as_str())
+                .expect("kb ran");
+            check_frames(name, &format!(".thread {e:x}; kb"), kb, t);
+            // The innermost frame is KiSwapContext, the SwapContext frame at KernelStack.
+            assert_eq!(t.frames[0].child_sp, t.kernel_stack + 0x18, "{name}");
+            assert!(t.frames[0].call_site.starts_with("nt!KiSwapContext+"));
+        }
+    });
+}
