@@ -458,7 +458,7 @@ fn the_kds_binary_reads_the_dumps() {
 }
 
 /// The lines of `k`/`kb` output that start with a frame's `ChildEBP RetAddr` (8 digits each).
-fn frame_line<'a>(text: &'a str, child: u64, ret: u64) -> Option<&'a str> {
+fn frame_line(text: &str, child: u64, ret: u64) -> Option<&str> {
     let head = format!("{child:08x} {ret:08x} ");
     text.lines().find(|l| l.trim_start().starts_with(&head))
 }
