@@ -540,6 +540,17 @@ fn waiting_threads_show_their_kernel_stacks_as_the_truth_has_them() {
                 .map(|(_, t)| t.as_str())
                 .expect("kb ran");
             check_frames(name, &format!(".thread {e:x}; kb"), kb, t);
+            // KeWaitForSingleObject's arguments: the object, the wait reason and mode.
+            let wait = t
+                .frames
+                .iter()
+                .find(|f| f.call_site.starts_with("nt!KeWait"))
+                .unwrap();
+            let args = format!(
+                "{:08x} {:08x} {:08x} {:08x} {:08x} {}",
+                wait.child_sp, wait.return_address, 0, t.wait_reason, t.wait_mode, wait.call_site
+            );
+            assert!(kb.contains(&args), "{name}: no {args:?} in\n{kb}");
             // The innermost frame is KiSwapContext, the SwapContext frame at KernelStack.
             assert_eq!(t.frames[0].child_sp, t.kernel_stack + 0x18, "{name}");
             assert!(t.frames[0].call_site.starts_with("nt!KiSwapContext+"));
