@@ -232,6 +232,27 @@ fn check_pslist(f: &Fixture, rows: &[Value], what: &str) {
     }
 }
 
+/// A fresh Volatility cache directory for one capture file in `dir`.
+fn cache_for(dir: &Path, file: &str) -> PathBuf {
+    let cache = dir.join(format!("cache-{file}"));
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    cache
+}
+
+/// Volatility's process and module lists of `memory` equal the fixture's.
+fn check_lists(f: &Fixture, venv: &Path, memory: &Path, symbols: &Path, cache: &Path, what: &str) {
+    check_pslist(
+        f,
+        &vol(venv, memory, symbols, cache, "windows.pslist"),
+        what,
+    );
+    check_modules(
+        f,
+        &vol(venv, memory, symbols, cache, "windows.modules"),
+        what,
+    );
+}
+
 fn check_modules(f: &Fixture, rows: &[Value], what: &str) {
     let seen: Vec<(String, String, u64, u64, u64)> = rows
         .iter()
@@ -301,24 +322,14 @@ fn volatility_reads_full_and_bitmap_dumps_of_every_build() {
         ] {
             let dump = dir.join(file);
             write_dump(&fixture, &dump, kind).expect("dump written");
-            let cache = dir.join(format!("cache-{file}"));
-            std::fs::create_dir_all(&cache).expect("cache dir");
+            let cache = cache_for(dir, file);
             let what = format!("{name} {file}");
             check_info(
                 &fixture,
                 &vol(venv, &dump, &symbols, &cache, "windows.info"),
                 &what,
             );
-            check_pslist(
-                &fixture,
-                &vol(venv, &dump, &symbols, &cache, "windows.pslist"),
-                &what,
-            );
-            check_modules(
-                &fixture,
-                &vol(venv, &dump, &symbols, &cache, "windows.modules"),
-                &what,
-            );
+            check_lists(&fixture, venv, &dump, &symbols, &cache, &what);
             std::fs::remove_file(&dump).ok();
         }
     });
@@ -342,18 +353,14 @@ fn volatility_reads_raw_images_and_elf_cores_of_every_build() {
             } else {
                 write_elf_core(&fixture, &image).expect("ELF core written");
             }
-            let cache = dir.join(format!("cache-{file}"));
-            std::fs::create_dir_all(&cache).expect("cache dir");
-            let what = format!("{name} {file}");
-            check_pslist(
+            let cache = cache_for(dir, file);
+            check_lists(
                 &fixture,
-                &vol(venv, &image, &symbols, &cache, "windows.pslist"),
-                &what,
-            );
-            check_modules(
-                &fixture,
-                &vol(venv, &image, &symbols, &cache, "windows.modules"),
-                &what,
+                venv,
+                &image,
+                &symbols,
+                &cache,
+                &format!("{name} {file}"),
             );
             std::fs::remove_file(&image).ok();
         }
@@ -382,18 +389,14 @@ fn volatility_reads_vmware_vmem_with_vmss_of_every_build() {
         std::fs::write(large.with_extension("vmss"), state).expect("large-tag vmss written");
         for image in [&vmem, &large] {
             let file = image.file_name().and_then(|n| n.to_str()).expect("name");
-            let cache = dir.join(format!("cache-{file}"));
-            std::fs::create_dir_all(&cache).expect("cache dir");
-            let what = format!("{name} {file}");
-            check_pslist(
+            let cache = cache_for(dir, file);
+            check_lists(
                 &fixture,
-                &vol(venv, image, &symbols, &cache, "windows.pslist"),
-                &what,
-            );
-            check_modules(
-                &fixture,
-                &vol(venv, image, &symbols, &cache, "windows.modules"),
-                &what,
+                venv,
+                image,
+                &symbols,
+                &cache,
+                &format!("{name} {file}"),
             );
         }
         for file in [&vmem, &vmss, &large, &large.with_extension("vmss")] {
