@@ -2,8 +2,8 @@
 //! and 5, the two it supports) with the same pages: an independent check of the PAGEDUMP
 //! header offsets, the 8-byte runs and the bitmap header at 0x1000.
 //!
-//! Needs the venv that `bash .ci/venv.sh` creates (Volatility 3 2.28.2), hence ignored by
-//! default: `cargo test -p kds-crashdump --test volatility32 -- --ignored`.
+//! Uses the venv that `bash .ci/venv.sh` creates (Volatility 3 2.28.2); the test runs the
+//! script first, as the e2e tests do.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -65,12 +65,25 @@ fn sha16(page: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The venv's Python, after `.ci/venv.sh` made sure Volatility 3 is installed (a no-op when
+/// it is; CI runs it too).
 fn venv_python() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+    static VENV: std::sync::Once = std::sync::Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    VENV.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root.join(".ci/venv.sh"))
+            .status()
+            .expect("bash runs .ci/venv.sh");
+        assert!(
+            status.success(),
+            ".ci/venv.sh failed: cannot install Volatility 3"
+        );
+    });
+    root.join(".venv/bin/python")
 }
 
 #[test]
-#[ignore = "needs the Volatility 3 venv: bash .ci/venv.sh"]
 fn volatility_reads_written_32_bit_dumps() {
     let pfns: Vec<u64> = [1, 2, 3, 0x39, 0x40, 0x41, 0x1ff, 0x1000]
         .into_iter()
