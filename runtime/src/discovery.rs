@@ -211,34 +211,96 @@ pub fn discover(
     target: &Arc<dyn Target>,
     limits: &DiscoveryLimits,
 ) -> Result<Discovery, DiscoveryError> {
-    let dtb = find_dtb(target.as_ref(), limits)?;
-    let kernel = find_kernel_with(target, dtb.spec(), dtb.dtb, limits)?;
-    Ok(Discovery { dtb, kernel })
-}
-
-/// Find the kernel DTB: from the processor start block, else by a PML4 scan, else by a scan
-/// for an x86 PAE PDPT, else for an x86 page directory (each bounded by
-/// `limits.pml4_scan_pages`).
-pub fn find_dtb(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFound, DiscoveryError> {
-    let start_block = match from_start_block(target, limits) {
-        Ok(found) => return Ok(found),
-        Err(why) => why,
-    };
-    let pml4 = match scan_for_pml4(target, limits) {
-        Ok(found) => return Ok(found),
-        Err(why) => why,
-    };
-    let pae = match scan_for_pae_pdpt(target, limits) {
-        Ok(found) => return Ok(found),
-        Err(why) => why,
-    };
-    match scan_for_x86_pd(target, limits) {
-        Ok(found) => Ok(found),
-        Err(x86) => Err(DiscoveryError::NoDtb {
-            start_block,
-            scan: format!("{pml4}; {pae}; {x86}"),
+    // The root table of one paging mode can pass for another's: a page directory without PAE
+    // read as 8-byte entries has its self-map (entry 0x300) at PML4 index 0x180, in the
+    // kernel half, as a self-mapped PML4 has. A DTB counts only when its address space holds
+    // the kernel; otherwise the next mode's search is tried.
+    let mut reasons = Vec::new();
+    let mut misses: Vec<(DtbFound, String)> = Vec::new();
+    for find in DTB_FINDERS {
+        let dtb = match find(target.as_ref(), limits) {
+            Ok(dtb) => dtb,
+            Err(why) => {
+                reasons.push(why);
+                continue;
+            }
+        };
+        match find_kernel_with(target, dtb.spec(), dtb.dtb, limits) {
+            Ok(kernel) => {
+                let mut dtb = dtb;
+                for (missed, _) in &misses {
+                    dtb.detail.push_str(&format!(
+                        "; the {} root at {:#x} found first held no kernel",
+                        arch_name(missed.arch),
+                        missed.dtb
+                    ));
+                }
+                return Ok(Discovery { dtb, kernel });
+            }
+            Err(DiscoveryError::NoKernel { scanned, .. }) => misses.push((dtb, scanned)),
+            Err(other) => misses.push((dtb, other.to_string())),
+        }
+    }
+    match misses.as_slice() {
+        [] => Err(no_dtb(reasons)),
+        [(dtb, scanned)] => Err(DiscoveryError::NoKernel {
+            dtb: dtb.dtb,
+            scanned: scanned.clone(),
+        }),
+        [(first, _), ..] => Err(DiscoveryError::NoKernel {
+            dtb: first.dtb,
+            scanned: misses
+                .iter()
+                .map(|(dtb, scanned)| {
+                    format!("as {} at {:#x}: {scanned}", arch_name(dtb.arch), dtb.dtb)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
         }),
     }
+}
+
+/// The DTB searches, in the order tried: the processor start block, a PML4 scan, a scan for
+/// an x86 PAE PDPT, a scan for an x86 page directory (each scan bounded by
+/// `limits.pml4_scan_pages`).
+type DtbFinder = fn(&dyn Target, &DiscoveryLimits) -> Result<DtbFound, String>;
+const DTB_FINDERS: [DtbFinder; 4] = [
+    from_start_block,
+    scan_for_pml4,
+    scan_for_pae_pdpt,
+    scan_for_x86_pd,
+];
+
+fn arch_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X64 => "x64 PML4",
+        Arch::X86 { pae: true } => "x86 PAE PDPT",
+        Arch::X86 { pae: false } => "x86 page directory",
+    }
+}
+
+fn no_dtb(mut reasons: Vec<String>) -> DiscoveryError {
+    let start_block = if reasons.is_empty() {
+        String::new()
+    } else {
+        reasons.remove(0)
+    };
+    DiscoveryError::NoDtb {
+        start_block,
+        scan: reasons.join("; "),
+    }
+}
+
+/// Find the kernel DTB: the first of [`DTB_FINDERS`] that finds one.
+pub fn find_dtb(target: &dyn Target, limits: &DiscoveryLimits) -> Result<DtbFound, DiscoveryError> {
+    let mut reasons = Vec::new();
+    for find in DTB_FINDERS {
+        match find(target, limits) {
+            Ok(found) => return Ok(found),
+            Err(why) => reasons.push(why),
+        }
+    }
+    Err(no_dtb(reasons))
 }
 
 /// Whether the page at `dtb` is a PML4 that maps itself: returns the self-map index.

@@ -516,6 +516,57 @@ fn a_non_pae_kernel_in_a_4mib_page_is_found_at_the_aligned_pass() {
     assert!(k.detail.contains("4 MiB-aligned"), "{}", k.detail);
 }
 
+/// A page directory whose present kernel entries all have even indexes reads, as 8-byte
+/// entries, as a PML4 mapping itself at 0x180 with three more kernel entries: the PML4 scan
+/// finds it first, the kernel is not under it as x64, and discovery goes on to the x86 scans.
+#[test]
+fn a_page_directory_that_passes_for_a_pml4_is_tried_as_x86_when_no_kernel_is_under_it() {
+    let m = MemoryTarget::x64(0x3);
+    let pde = |i: u64, v: u64| m.write_physical(0x3000 + 4 * i, &(v as u32).to_le_bytes());
+    pde(0x300, 0x3000 | P_W);
+    pde(0x3FC, 0x21000 | P_W);
+    pde(0x3FE, 0x22000 | P_W);
+    pde(0x208, 0x20000 | P_W);
+    let base = 0x8200_0000u64;
+    let img = image32("ntkrnlmp.pdb", base);
+    for (i, page) in img.chunks(0x1000).enumerate() {
+        let physical = 0x50_0000 + i as u64 * 0x1000;
+        x86_map(&m, 0x20000, base + i as u64 * 0x1000, physical);
+        m.write_physical(physical, page);
+    }
+    assert_eq!(validate_pml4(&m, 0x3000), Some(0x180), "the misreading");
+    let t = arc(m);
+    let d = discover(&t, &DiscoveryLimits::default()).unwrap();
+    assert_eq!(d.arch(), Arch::X86 { pae: false });
+    assert_eq!((d.dtb.dtb, d.kernel.base), (0x3000, base));
+    assert!(
+        d.dtb
+            .detail
+            .ends_with("; the x64 PML4 root at 0x3000 found first held no kernel"),
+        "{}",
+        d.dtb.detail
+    );
+    // Without the kernel, the error names every root tried and what was scanned under each.
+    let m = MemoryTarget::x64(0x3);
+    let pde = |i: u64, v: u64| m.write_physical(0x3000 + 4 * i, &(v as u32).to_le_bytes());
+    for (i, v) in [
+        (0x300, 0x3000),
+        (0x3FC, 0x21000),
+        (0x3FE, 0x22000),
+        (0x208, 0x20000),
+    ] {
+        pde(i, v | P_W);
+    }
+    let err = discover(&arc(m), &DiscoveryLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("no kernel image found under DTB 0x3000: as x64 PML4 at 0x3000: "),
+        "{err}"
+    );
+    assert!(err.contains("; as x86 page directory at 0x3000: "), "{err}");
+}
+
 #[test]
 fn the_x86_scans_are_bounded_and_say_so() {
     let m = x86_machine();
