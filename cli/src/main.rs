@@ -32,7 +32,8 @@ enum Command {
     Check(check::CheckArgs),
     /// An interactive `kd>` prompt in the playbook language against a target.
     Repl(repl::ReplArgs),
-    /// Write a standard 64-bit bitmap crash dump from any target (dump, image, live kernel).
+    /// Write a standard bitmap crash dump (64-bit, or 32-bit for an x86 kernel) from any target
+    /// (dump, image, live kernel).
     Snapshot(snapshot::SnapshotArgs),
 }
 

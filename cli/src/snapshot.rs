@@ -19,7 +19,8 @@ pub enum Pages {
 pub struct SnapshotArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The dump to write (a 64-bit bitmap dump, type 5).
+    /// The dump to write: a bitmap dump (type 5), `PAGEDU64` for an x64 kernel, `PAGEDUMP`
+    /// for an x86 one.
     #[arg(short = 'o', long = "output", value_name = "DUMP")]
     pub output: PathBuf,
     #[arg(long, value_enum, default_value = "all")]

@@ -758,5 +758,59 @@ fn volatility_reads_32_bit_dumps_of_x86_machines() {
             let modules = vol(&venv, &dump, &symbols, &cache, "windows.modules");
             check_modules_x86(&f, &modules, &what);
         }
+        // The machine as a VMware snapshot, and the dump `kds snapshot` writes from it (kds
+        // finds the kernel by discovery, then writes a 32-bit PAGEDUMP): Volatility reads both.
+        let vmem = case.join(format!("{name}.vmem"));
+        kds_fixture::vmwarefile::write_vmware(&f, &vmem).expect("vmem and vmss written");
+        let written = case.join(format!("{name}.kds.dmp"));
+        write_x86_dump_with_kds(&f, &vmem, &symbols.join("windows"), &written);
+        for (memory, label) in [(&vmem, "vmem"), (&written, "kds-written")] {
+            let cache = case.join(format!("cache-{label}"));
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            let what = format!("{name} {label}");
+            check_pslist(
+                &f,
+                &vol(&venv, memory, &symbols, &cache, "windows.pslist"),
+                &what,
+            );
+            check_cmdline(
+                &f,
+                &vol(&venv, memory, &symbols, &cache, "windows.cmdline"),
+                &what,
+            );
+            let modules = vol(&venv, memory, &symbols, &cache, "windows.modules");
+            check_modules_x86(&f, &modules, &what);
+        }
     }
+}
+
+/// What `kds snapshot -z <image> -y <tables> -o <out> --pages all` does: open the image (x86,
+/// PAE as the machine has it, found by discovery), find the kernel with the written table and
+/// write every page as a 32-bit bitmap dump.
+fn write_x86_dump_with_kds(f: &Fixture, image: &Path, tables: &Path, out: &Path) {
+    use kds_runtime::dump_writer::{write_bitmap_dump, PageSelection};
+    use kds_runtime::target::{Arch, SnapshotTarget};
+    let pae = f.x86_table.as_ref().is_some_and(|t| t.pae);
+    let source: Arc<dyn Target> = Arc::new(SnapshotTarget::open(image).expect("kds opens it"));
+    assert_eq!(source.identity().arch, Arch::X86 { pae });
+    let path = kds_runtime::symbols::sympath::SymbolPath::parse(&tables.display().to_string())
+        .expect("symbol path");
+    let session = kds_runtime::session::Session::open(source, path).expect("session");
+    let written = write_bitmap_dump(&session, &PageSelection::All, None, out).expect("written");
+    assert_eq!(written.unreadable, 0);
+    let dump = kds_crashdump::CrashDump::open(out).expect("kds reads what it wrote");
+    assert_eq!(dump.bitness(), kds_crashdump::Bitness::Bits32);
+    assert_eq!(dump.pae_enabled(), Some(pae));
+    let reread = DumpTarget::open(out).expect("the written dump opens");
+    let id = reread.identity();
+    assert_eq!(id.directory_table_base, f.truth.kernel_dtb);
+    assert_eq!(
+        id.ps_active_process_head,
+        Some(f.truth.ps_active_process_head)
+    );
+    assert_eq!(
+        id.ps_loaded_module_list,
+        Some(f.truth.ps_loaded_module_list)
+    );
+    assert_eq!(id.processor_count, f.truth.processor_count);
 }
