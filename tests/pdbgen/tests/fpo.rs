@@ -327,8 +327,7 @@ fn the_walk_unwinds_clangs_framedata_at_every_step_of_a_real_prologue() {
         _ => 0xAAAA_0001,
     };
     let mut ebp = CALLER_EBP;
-    for step in 0..=prologue_len {
-        let (rva, mnemonic, operands) = &saver_code[step];
+    for (step, (rva, mnemonic, operands)) in saver_code[..=prologue_len].iter().enumerate() {
         let start = X86Registers {
             eip: LOAD + rva,
             esp,
