@@ -167,7 +167,16 @@ pub struct SymbolTable {
 pub struct FrameRecord {
     pub rva: u64,
     pub len: u64,
-    pub fpo: crate::unwind::x86::Fpo,
+    pub frame: FrameDescription,
+}
+
+/// How a [`FrameRecord`] describes its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameDescription {
+    /// An `FPO_DATA` record (the PDB's old FPO stream): sizes and a frame type.
+    Fpo(crate::unwind::x86::Fpo),
+    /// A FrameData record (the new FPO stream): sizes and a program string.
+    Program(crate::unwind::x86_program::FrameProgram),
 }
 
 impl SymbolTable {
@@ -307,16 +316,39 @@ impl SymbolTable {
             .find(|f| f.contains(rva))
     }
 
-    /// The x86 frame description (FPO / FrameData) covering `rva`, when the PDB has one;
-    /// the innermost (latest-starting) record wins.
+    /// The `FPO_DATA` record covering `rva`, when the PDB has one; the innermost
+    /// (latest-starting) record wins. FrameData records are left to [`Self::frame_program_at`].
     #[must_use]
     pub fn frame_data_at(&self, rva: u64) -> Option<crate::unwind::x86::Fpo> {
+        self.frame_records_at(rva).find_map(|f| match &f.frame {
+            FrameDescription::Fpo(fpo) => Some(*fpo),
+            FrameDescription::Program(_) => None,
+        })
+    }
+
+    /// The FrameData record covering `rva`, when the innermost record covering it (FPO or
+    /// FrameData) is one: its program string unwinds the frame.
+    #[must_use]
+    pub fn frame_program_at(&self, rva: u64) -> Option<&crate::unwind::x86_program::FrameProgram> {
+        match &self.frame_records_at(rva).next()?.frame {
+            FrameDescription::Program(p) => Some(p),
+            FrameDescription::Fpo(_) => None,
+        }
+    }
+
+    /// Every x86 frame record, sorted by RVA.
+    #[must_use]
+    pub fn frame_records(&self) -> &[FrameRecord] {
+        &self.frame_data
+    }
+
+    /// The records covering `rva`, innermost (latest-starting) first.
+    fn frame_records_at(&self, rva: u64) -> impl Iterator<Item = &FrameRecord> {
         let after = self.frame_data.partition_point(|f| f.rva <= rva);
         self.frame_data[..after]
             .iter()
             .rev()
-            .find(|f| rva - f.rva < f.len)
-            .map(|f| f.fpo)
+            .filter(move |f| rva - f.rva < f.len)
     }
 
     /// Names of all enums.

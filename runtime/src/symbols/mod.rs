@@ -11,8 +11,8 @@ pub mod sympath;
 
 pub use isf::{load_isf_file, parse_isf, IsfError};
 pub use layout::{
-    BaseType, EnumType, Field, FieldLocation, FrameRecord, FunctionRange, SymbolError, SymbolTable,
-    TypeKind, TypeRef, UserType,
+    BaseType, EnumType, Field, FieldLocation, FrameDescription, FrameRecord, FunctionRange,
+    SymbolError, SymbolTable, TypeKind, TypeRef, UserType,
 };
 pub use pdb::{load_pdb_file, load_pdb_file_parts, parse_pdb, PdbLoadError, PdbParts};
 pub use pdb_id::{Guid, GuidParseError, PdbIdentity};

@@ -13,9 +13,11 @@
 //! ```
 
 use super::layout::{
-    BaseType, EnumType, Field, FrameRecord, FunctionRange, SymbolTable, TypeKind, TypeRef, UserType,
+    BaseType, EnumType, Field, FrameDescription, FrameRecord, FunctionRange, SymbolTable, TypeKind,
+    TypeRef, UserType,
 };
 use super::pdb_id::{Guid, PdbIdentity};
+use crate::unwind::x86_program::{FrameProgram, FrameSizes};
 use pdb::{
     AddressMap, FallibleIterator, PrimitiveKind, SymbolData, TypeData, TypeFinder, TypeIndex,
     Variant, PDB,
@@ -668,13 +670,14 @@ fn read_procedures<'s>(
     Ok(())
 }
 
-/// The x86 FPO and FrameData records (`PDB::frame_table`), by RVA.
+/// The x86 FPO and FrameData records (`PDB::frame_table`), by RVA. A FrameData record whose
+/// program string cannot be read is left out.
 fn read_frame_data<'s>(
     pdb: &mut PDB<'s, Cursor<&'s [u8]>>,
     address_map: &AddressMap<'_>,
     table: &mut SymbolTable,
 ) {
-    use crate::unwind::x86::{Fpo, FpoKind};
+    let strings = pdb.string_table().ok();
     let Ok(frames) = pdb.frame_table() else {
         return;
     };
@@ -683,30 +686,66 @@ fn read_frame_data<'s>(
         let Some(rva) = f.code_start.to_rva(address_map) else {
             continue;
         };
-        let kind = match f.ty {
-            pdb::FrameType::FPO => FpoKind::Fpo,
-            pdb::FrameType::Trap => FpoKind::Trap,
-            pdb::FrameType::TSS => FpoKind::Tss,
-            pdb::FrameType::Standard => FpoKind::NonFpo,
-            // FrameData records describe by program strings functions that (in Windows
-            // binaries since XP SP2) keep EBP frames: the EBP chain walks them, as WinDbg
-            // prints no FPO annotation for them.
-            _ => continue,
+        let frame = match f.ty {
+            pdb::FrameType::FrameData => {
+                let program = f
+                    .program
+                    .zip(strings.as_ref())
+                    .and_then(|(p, strings)| p.to_string_lossy(strings).ok());
+                match program {
+                    Some(program) => FrameDescription::Program(frame_program(&f, &program)),
+                    None => continue,
+                }
+            }
+            _ => match fpo_of(&f) {
+                Some(fpo) => FrameDescription::Fpo(fpo),
+                None => continue,
+            },
         };
         table.frame_data.push(FrameRecord {
             rva: u64::from(rva.0),
             len: u64::from(f.code_size),
-            fpo: Fpo {
-                kind,
-                locals_size: f.locals_size,
-                params_size: f.params_size,
-                saved_regs_size: u32::from(f.saved_regs_size),
-                prolog_size: u32::from(f.prolog_size),
-                uses_base_pointer: f.uses_base_pointer,
-            },
+            frame,
         });
     }
     table.frame_data.sort_by_key(|r| r.rva);
+}
+
+/// An `FPO_DATA` record's frame, when its type is one of the four `FPO_DATA` knows.
+fn fpo_of(f: &pdb::FrameData) -> Option<crate::unwind::x86::Fpo> {
+    use crate::unwind::x86::{Fpo, FpoKind};
+    let kind = match f.ty {
+        pdb::FrameType::FPO => FpoKind::Fpo,
+        pdb::FrameType::Trap => FpoKind::Trap,
+        pdb::FrameType::TSS => FpoKind::Tss,
+        pdb::FrameType::Standard => FpoKind::NonFpo,
+        _ => return None,
+    };
+    Some(Fpo {
+        kind,
+        locals_size: f.locals_size,
+        params_size: f.params_size,
+        saved_regs_size: u32::from(f.saved_regs_size),
+        prolog_size: u32::from(f.prolog_size),
+        uses_base_pointer: f.uses_base_pointer,
+    })
+}
+
+fn frame_program(f: &pdb::FrameData, program: &str) -> FrameProgram {
+    FrameProgram {
+        sizes: FrameSizes {
+            locals: f.locals_size,
+            params: f.params_size,
+            saved_regs: u32::from(f.saved_regs_size),
+        },
+        prolog_size: u32::from(f.prolog_size),
+        max_stack_size: f.max_stack_size,
+        has_structured_eh: f.has_structured_eh,
+        has_cpp_eh: f.has_cpp_eh,
+        is_function_start: f.is_function_start,
+        uses_base_pointer: f.uses_base_pointer,
+        program: program.to_string(),
+    }
 }
 
 #[cfg(test)]

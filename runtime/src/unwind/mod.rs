@@ -39,6 +39,7 @@ pub mod pdata;
 pub mod virtual_unwind;
 pub mod walk;
 pub mod x86;
+pub mod x86_program;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,10 @@
 //!   function uses EBP as a general register (`fUseBP`), the caller's EBP was saved last, at
 //!   `esp + locals`. The ChildEBP column is the slot below the return address (where an EBP
 //!   frame would have kept EBP).
+//! - A FrameData frame (the record has a program string): the program, run by
+//!   [`super::x86_program`], gives the caller's EIP, ESP and EBP; the return address was in the
+//!   slot below the ESP it gives. The caller's ESP then skips the record's parameters, as for an
+//!   FPO frame. WinDbg prints no `(FPO: ...)` annotation for these frames.
 //! - A trap-frame transition: a frame whose IP is in a system-call or interrupt entry
 //!   (`KiFastCallEntry`, `KiSystemService`, `KiTrap*`, as told by [`X86FrameInfo`]) sets EBP to
 //!   the `_KTRAP_FRAME` it built; the next frame is the interrupted code, from the trap frame's
@@ -42,6 +46,7 @@
 //! assert_eq!(walked.end, X86WalkEnd::ReachedZero);
 //! ```
 
+use super::x86_program::{run_program, FrameProgram, ProgramError, ProgramRegisters};
 use crate::mmu::AddressSpace;
 use std::fmt;
 use std::ops::Range;
@@ -144,8 +149,13 @@ impl Fpo {
 
 /// What the walk asks of the modules and their symbols.
 pub trait X86FrameInfo {
-    /// The FPO/FrameData record covering `ip`, if the module's symbols have one.
+    /// The FPO record covering `ip`, if the module's symbols have one.
     fn fpo(&self, ip: u64) -> Option<Fpo>;
+    /// The FrameData record covering `ip`, when it has a program string: the walk runs the
+    /// program for that frame, before looking at [`X86FrameInfo::fpo`].
+    fn frame_program(&self, _ip: u64) -> Option<FrameProgram> {
+        None
+    }
     /// Whether `ip` is in a kernel system-call or interrupt entry (`KiFastCallEntry`,
     /// `KiSystemService`, `KiTrap*`), whose EBP addresses a `_KTRAP_FRAME`.
     fn is_trap_entry(&self, ip: u64) -> bool;
@@ -216,8 +226,10 @@ pub struct X86Frame {
     pub ip: u64,
     /// The RetAddr column, when this frame could be unwound.
     pub return_address: Option<u64>,
-    /// The FPO/FrameData record used, for the `(FPO: ...)` annotation.
+    /// The FPO record used, for the `(FPO: ...)` annotation.
     pub fpo: Option<Fpo>,
+    /// The FrameData program that unwound this frame.
+    pub program: Option<String>,
     /// The `_KTRAP_FRAME` this frame was left through.
     pub trap_frame: Option<u64>,
     /// Registers in this frame.
@@ -239,6 +251,8 @@ pub enum X86WalkEnd {
     OutsideStack { frame: u64, limit: u64, base: u64 },
     /// `limit` frames were walked.
     FrameLimit,
+    /// The FrameData program of the frame at `ip` failed.
+    BadFrameProgram { ip: u64, error: ProgramError },
 }
 
 impl fmt::Display for X86WalkEnd {
@@ -260,6 +274,7 @@ impl fmt::Display for X86WalkEnd {
                 "the frame at {frame:08x} is outside the stack {limit:08x}..{base:08x}"
             ),
             X86WalkEnd::FrameLimit => write!(f, "frame limit reached"),
+            X86WalkEnd::BadFrameProgram { ip, error } => write!(f, "at {ip:08x}: {error}"),
         }
     }
 }
@@ -314,10 +329,16 @@ pub fn walk_x86(
         } else {
             ctx.eip.wrapping_sub(1)
         };
-        let fpo = info.fpo(lookup_ip);
+        let program = info.frame_program(lookup_ip);
+        let fpo = if program.is_some() {
+            None
+        } else {
+            info.fpo(lookup_ip)
+        };
         if let (Some(user_end), Some(kernel)) = (options.user_end, &stack) {
             let at = match fpo {
                 Some(f) if f.kind == FpoKind::Fpo => ctx.esp,
+                _ if program.is_some() => ctx.esp,
                 _ => ctx.ebp,
             };
             if at != 0 && at < user_end && kernel.start >= user_end {
@@ -330,12 +351,18 @@ pub fn walk_x86(
             ip: ctx.eip,
             return_address: None,
             fpo,
+            program: program.as_ref().map(|p| p.program.clone()),
             trap_frame: None,
             registers: ctx,
         };
         // The frame must lie on the stack, above the previous one: checked before reading.
         let check = |slot: u64| check_slot(slot, last_slot, stack.as_ref());
-        let unwound = match unwind_one(space, info, options, &ctx, fpo, lookup_ip, &check) {
+        let how = FrameHow {
+            fpo,
+            program: program.as_ref(),
+            lookup_ip,
+        };
+        let unwound = match unwind_one(space, info, options, &ctx, &how, &check) {
             Ok(u) => u,
             Err(end) => {
                 frames.push(frame);
@@ -384,23 +411,33 @@ fn check_slot(slot: u64, last: Option<u64>, stack: Option<&Range<u64>>) -> Resul
     Ok(())
 }
 
+/// What the symbols say about one frame.
+struct FrameHow<'p> {
+    fpo: Option<Fpo>,
+    program: Option<&'p FrameProgram>,
+    /// The IP the records were looked up at (a return address minus one).
+    lookup_ip: u64,
+}
+
 fn unwind_one(
     space: &AddressSpace,
     info: &dyn X86FrameInfo,
     options: &X86WalkOptions,
     ctx: &X86Registers,
-    fpo: Option<Fpo>,
-    lookup_ip: u64,
+    how: &FrameHow<'_>,
     check: &dyn Fn(u64) -> Result<(), X86WalkEnd>,
 ) -> Result<Unwound, X86WalkEnd> {
     if let Some(layout) = options.trap_frame {
-        if info.is_trap_entry(lookup_ip) {
+        if info.is_trap_entry(how.lookup_ip) {
             if let Some(u) = through_trap_frame(space, layout, ctx.ebp, options.thread_trap_frame) {
                 return Ok(u);
             }
         }
     }
-    match fpo {
+    if let Some(program) = how.program {
+        return through_program(space, ctx, program, how.lookup_ip, check);
+    }
+    match how.fpo {
         Some(f) if f.kind == FpoKind::Fpo => {
             let ret_slot = ctx
                 .esp
@@ -455,6 +492,55 @@ fn unwind_one(
             })
         }
     }
+}
+
+/// The low 32 bits: x86 registers and addresses are 32-bit values kept in `u64`.
+fn low32(value: u64) -> u32 {
+    (value & 0xFFFF_FFFF) as u32
+}
+
+/// A FrameData frame: its program gives the caller's registers. The return address was read
+/// from the slot below the ESP the program gives (every program that sets `$eip` from `$T0` and
+/// `$esp` to `$T0 + 4` says so); the caller's ESP skips the record's parameters, as for FPO.
+fn through_program(
+    space: &AddressSpace,
+    ctx: &X86Registers,
+    program: &FrameProgram,
+    lookup_ip: u64,
+    check: &dyn Fn(u64) -> Result<(), X86WalkEnd>,
+) -> Result<Unwound, X86WalkEnd> {
+    let start = ProgramRegisters {
+        eip: low32(ctx.eip),
+        esp: low32(ctx.esp),
+        ebp: low32(ctx.ebp),
+    };
+    let read = |at: u32| space.read_u32(u64::from(at)).ok();
+    let out =
+        run_program(&program.program, start, program.sizes, &read).map_err(
+            |error| match error {
+                ProgramError::UnreadableMemory { address } => X86WalkEnd::StackNotReadable {
+                    address: u64::from(address),
+                },
+                error => X86WalkEnd::BadFrameProgram {
+                    ip: lookup_ip,
+                    error,
+                },
+            },
+        )?;
+    let ret_slot = u64::from(out.esp.wrapping_sub(4));
+    check(ret_slot)?;
+    Ok(Unwound {
+        caller: X86Registers {
+            eip: u64::from(out.eip),
+            esp: u64::from(out.esp.wrapping_add(program.sizes.params)),
+            ebp: u64::from(out.ebp),
+        },
+        child_ebp: ret_slot.wrapping_sub(4),
+        trap_frame: None,
+        to_user: false,
+        exact_ip: false,
+        ret_slot: Some(ret_slot),
+    })
 }
 
 /// The interrupted context saved in the trap frame at `ebp` (or the thread's).
@@ -537,6 +623,7 @@ mod tests {
     #[derive(Default)]
     struct Info {
         fpo: Vec<(Range<u64>, Fpo)>,
+        programs: Vec<(Range<u64>, FrameProgram)>,
         traps: Vec<Range<u64>>,
     }
 
@@ -546,6 +633,12 @@ mod tests {
                 .iter()
                 .find(|(r, _)| r.contains(&ip))
                 .map(|(_, f)| *f)
+        }
+        fn frame_program(&self, ip: u64) -> Option<FrameProgram> {
+            self.programs
+                .iter()
+                .find(|(r, _)| r.contains(&ip))
+                .map(|(_, p)| p.clone())
         }
         fn is_trap_entry(&self, ip: u64) -> bool {
             self.traps.iter().any(|r| r.contains(&ip))
@@ -743,6 +836,129 @@ mod tests {
         assert_eq!(
             Fpo::from_fpo_data(0, 0, 0, 0, false, 3).annotation(),
             "FPO: [Non-Fpo]"
+        );
+    }
+
+    /// A FrameData record as clang writes it for a function that saved EBP and EBX and keeps
+    /// `locals` bytes of locals.
+    fn clang_program(locals: u32, params: u32) -> FrameProgram {
+        FrameProgram {
+            sizes: super::super::x86_program::FrameSizes {
+                locals,
+                params,
+                saved_regs: 8,
+            },
+            prolog_size: 0,
+            max_stack_size: Some(0),
+            has_structured_eh: false,
+            has_cpp_eh: false,
+            is_function_start: false,
+            uses_base_pointer: false,
+            program: "$T0 .raSearch = $eip $T0 ^ = $esp $T0 4 + = $ebp $T0 4 - ^ = \
+                      $ebx $T0 8 - ^ = "
+                .to_string(),
+        }
+    }
+
+    #[test]
+    fn a_framedata_frame_in_the_middle_is_unwound_by_its_program() {
+        // Frame 0 (EBP frame at E0) returns into F, a FrameData function with 0x0C bytes of
+        // locals that saved the caller's EBP (E2) and EBX and uses EBP for itself (E0 holds
+        // garbage for it); F returns into G, an EBP frame at E2.
+        let f = 0x8290_0000..0x8290_0100;
+        let m = Machine::new();
+        m.put(E[0], 0xDEAD_BEEC);
+        m.put(E[0] + 4, f.start + 0x20);
+        let esp_f = E[0] + 8;
+        let ret_slot = esp_f + 0x0C + 8;
+        m.put(ret_slot - 4, E[2]);
+        m.put(ret_slot - 8, 0x0B0B_0B0B);
+        m.put(ret_slot, R[1]);
+        m.put(E[2], 0);
+        m.put(E[2] + 4, 0);
+        let info = Info {
+            programs: vec![(f.clone(), clang_program(0x0C, 8))],
+            // An FPO record for the same range is ignored: the program wins.
+            fpo: vec![(f.clone(), Fpo::from_fpo_data(0, 0, 0, 0, false, 0))],
+            ..Info::default()
+        };
+        let w = walk_x86(&m.space(), &info, START, &bounded());
+        assert_eq!(w.end, X86WalkEnd::ReachedZero);
+        let rows: Vec<(u64, u64, Option<u64>)> = w
+            .frames
+            .iter()
+            .map(|f| (f.child_ebp, f.ip, f.return_address))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (E[0], START.eip, Some(f.start + 0x20)),
+                (ret_slot - 4, f.start + 0x20, Some(R[1])),
+                (E[2], R[1], Some(0)),
+            ]
+        );
+        // The caller's ESP is above the return address and the 8 bytes of parameters.
+        assert_eq!(w.frames[2].registers.esp, ret_slot + 4 + 8);
+        assert_eq!(w.frames[2].registers.ebp, E[2]);
+        // No `(FPO: ...)` annotation for a FrameData frame; the program is kept.
+        assert_eq!(w.frames[1].fpo, None);
+        assert!(w.frames[1]
+            .program
+            .as_deref()
+            .is_some_and(|p| p.contains(".raSearch")));
+    }
+
+    #[test]
+    fn a_framedata_program_that_fails_stops_the_walk_with_a_reason() {
+        let f = 0x8290_0000..0x8290_0100;
+        let m = chain();
+        m.put(E[0] + 4, f.start + 0x20);
+        let mut bad = clang_program(0, 0);
+        bad.program = "$T0 .raSearch = $eip $T0 ^ = $esp $T0 4 + bogus".into();
+        let info = Info {
+            programs: vec![(f.clone(), bad)],
+            ..Info::default()
+        };
+        let w = walk_x86(&m.space(), &info, START, &bounded());
+        assert_eq!(w.frames.len(), 2);
+        assert_eq!(
+            w.end,
+            X86WalkEnd::BadFrameProgram {
+                ip: f.start + 0x1F,
+                error: ProgramError::UnknownToken {
+                    token: "bogus".into()
+                }
+            }
+        );
+        assert!(w.end.to_string().contains("bogus"), "{}", w.end);
+
+        // A program reading unmapped memory: the stack is not readable there.
+        let mut far = clang_program(0, 0);
+        far.program = "$eip 0x83000000 ^ = $esp $esp 4 + =".into();
+        let info = Info {
+            programs: vec![(f.clone(), far)],
+            ..Info::default()
+        };
+        let w = walk_x86(&m.space(), &info, START, &bounded());
+        assert_eq!(
+            w.end,
+            X86WalkEnd::StackNotReadable {
+                address: 0x8300_0000
+            }
+        );
+
+        // A program whose return slot is not above the previous one.
+        let mut back = clang_program(0, 0);
+        back.program = "$eip $esp ^ = $esp $esp 0x100 - =".into();
+        let info = Info {
+            programs: vec![(f.clone(), back)],
+            ..Info::default()
+        };
+        let w = walk_x86(&m.space(), &info, START, &bounded());
+        assert!(
+            matches!(w.end, X86WalkEnd::NotProgressing { .. }),
+            "{:?}",
+            w.end
         );
     }
 

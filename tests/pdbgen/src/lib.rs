@@ -5,8 +5,9 @@
 //! member appears, overlapping members as anonymous unions of anonymous structs, bitfield
 //! groups closed to their storage unit), one exported global per type and enum (clang emits
 //! only the types that are used), and exported globals and functions named as asked.
-//! [`generate`] compiles it with `clang --target=x86_64-pc-windows-msvc -gcodeview` and links
-//! it with `lld-link /dll /debug /map`, returning the PDB, the DLL that names it, the linker's
+//! [`generate`] compiles it with `clang --target=x86_64-pc-windows-msvc -gcodeview` (or
+//! `i686-pc-windows-msvc`, see [`PdbRequest::x86`]; optimised C units ride along, see
+//! [`PdbRequest::optimized_c`]) and links it with `lld-link /dll /debug /map`, returning the PDB, the DLL that names it, the linker's
 //! map (an independent record of every public's RVA) and the PDB identity read back from the
 //! DLL's RSDS record.
 //!
@@ -66,6 +67,9 @@ pub struct PdbRequest<'a> {
     pub x86: bool,
     /// Put every global and function at its table RVA (see [`PdbRequest::at_table_rvas`]).
     pub at_table_rvas: bool,
+    /// C translation units compiled optimised, without frame pointers (see
+    /// [`PdbRequest::optimized_c`]).
+    pub optimized_c: Vec<String>,
 }
 
 impl<'a> PdbRequest<'a> {
@@ -81,6 +85,7 @@ impl<'a> PdbRequest<'a> {
             copies: 0,
             x86: false,
             at_table_rvas: false,
+            optimized_c: Vec::new(),
         }
     }
 
@@ -90,9 +95,29 @@ impl<'a> PdbRequest<'a> {
         self
     }
 
+    /// Build for 32-bit x86: `--target=i686-pc-windows-msvc` and `lld-link /machine:x86`. C
+    /// names get x86's cdecl decoration in the publics (`_name`); the PDB's procedure and data
+    /// symbols keep the C name.
     #[must_use]
     pub fn x86(mut self, x86: bool) -> Self {
         self.x86 = x86;
+        self
+    }
+
+    /// Add a C translation unit compiled with `-O2 -fomit-frame-pointer` and linked into the
+    /// same DLL (export its functions with `__declspec(dllexport)`). For x86, clang describes
+    /// every such function's frame with FrameData records (`.cv_fpo_proc`: sizes and a program
+    /// string for each step of the prologue), as Windows' own x86 binaries have.
+    ///
+    /// ```no_run
+    /// # let table = kds_runtime::symbols::SymbolTable::default();
+    /// let request = kds_pdbgen::PdbRequest::new("kds_fpo", &table)
+    ///     .x86(true)
+    ///     .optimized_c("__declspec(dllexport) int twice(int x) { return 2 * x; }");
+    /// ```
+    #[must_use]
+    pub fn optimized_c(mut self, source: &str) -> Self {
+        self.optimized_c.push(source.to_string());
         self
     }
 
@@ -750,14 +775,15 @@ pub fn generate(request: &PdbRequest<'_>) -> Result<GeneratedPdb, GenError> {
     let cpp = dir.join(format!("{name}.cpp"));
     std::fs::write(&cpp, &source.text).map_err(io(format!("cannot write {}", cpp.display())))?;
     let obj = format!("{name}.obj");
+    let target = if request.x86 {
+        "--target=i686-pc-windows-msvc"
+    } else {
+        "--target=x86_64-pc-windows-msvc"
+    };
     run(
         &clang,
         &[
-            if request.x86 {
-                "--target=i686-pc-windows-msvc".into()
-            } else {
-                "--target=x86_64-pc-windows-msvc".into()
-            },
+            target.into(),
             "-gcodeview".into(),
             "-g".into(),
             "-c".into(),
@@ -771,6 +797,26 @@ pub fn generate(request: &PdbRequest<'_>) -> Result<GeneratedPdb, GenError> {
         &dir,
     )?;
     let mut objects = vec![obj];
+    for (i, unit) in request.optimized_c.iter().enumerate() {
+        let c = dir.join(format!("{name}_c{i}.c"));
+        std::fs::write(&c, unit).map_err(io(format!("cannot write {}", c.display())))?;
+        let c_obj = format!("{name}_c{i}.obj");
+        let args = [
+            target,
+            "-gcodeview",
+            "-g",
+            "-O2",
+            "-fomit-frame-pointer",
+            "-c",
+            "-w",
+            "-x",
+            "c",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+        args.extend([c.display().to_string(), "-o".into(), c_obj.clone()]);
+        run(&clang, &args, &dir)?;
+        objects.push(c_obj);
+    }
     if let Some(asm) = &source.asm {
         let s = dir.join(format!("{name}_placed.s"));
         std::fs::write(&s, asm).map_err(io(format!("cannot write {}", s.display())))?;
@@ -778,7 +824,7 @@ pub fn generate(request: &PdbRequest<'_>) -> Result<GeneratedPdb, GenError> {
         run(
             &clang,
             &[
-                "--target=x86_64-pc-windows-msvc".into(),
+                target.into(),
                 "-c".into(),
                 s.display().to_string(),
                 "-o".into(),
@@ -801,6 +847,9 @@ pub fn generate(request: &PdbRequest<'_>) -> Result<GeneratedPdb, GenError> {
         format!("/out:{}", dll.display()),
         format!("/map:{}", map.display()),
     ];
+    if request.x86 {
+        args.push("/machine:x86".into());
+    }
     args.extend(objects);
     run(&lld, &args, &dir)?;
     if !source.placed.is_empty() {
