@@ -25,6 +25,7 @@ use crate::target::ProcessorContext;
 use crate::unwind::x86::{
     walk_x86, Fpo, FpoKind, TrapFrameLayout, X86FrameInfo, X86Registers, X86WalkEnd, X86WalkOptions,
 };
+use crate::unwind::x86_program::FrameProgram;
 use crate::unwind::{walk, Context, Register, WalkEnd};
 use serde::Serialize;
 use std::sync::Arc;
@@ -495,6 +496,14 @@ impl X86FrameInfo for KernelFrameInfo<'_> {
             (self.kernel_symbol(ip).as_deref() == Some("KiSwapContext"))
                 .then_some(KI_SWAP_CONTEXT_FRAME)
         })
+    }
+
+    fn frame_program(&self, ip: u64) -> Option<FrameProgram> {
+        let rva = ip.checked_sub(self.kernel_base)?;
+        if self.modules.module_at(ip).map(|m| m.base) != Some(self.kernel_base) {
+            return None;
+        }
+        self.model.table().frame_program_at(rva).cloned()
     }
 
     fn is_trap_entry(&self, ip: u64) -> bool {

@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(lines[0], " # ChildEBP RetAddr  Args to Child");
         assert_eq!(
             lines[1],
-            "00 8d3b3b50 82a8bb25 00000000 84d4a030 82b37d20 nt!KiSwapContext+0x26 (FPO: [0,0,4])"
+            "00 8d3b3b50 82a8bb25 00000000 84d4a030 82b37d20 nt!KiSwapContext+0x26 (FPO: [Uses EBP] [0,0,4])"
         );
         assert_eq!(
             lines[3],

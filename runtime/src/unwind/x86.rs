@@ -128,8 +128,9 @@ impl Fpo {
         }
     }
 
-    /// WinDbg's `kv` annotation: `FPO: [params,locals,regs]`, `FPO: [Non-Fpo]`, or for a
-    /// trap frame `FPO: [params,locals]`.
+    /// WinDbg's `kv` annotation: `FPO: [params,locals,regs]` (`FPO: [Uses EBP] [...]` when
+    /// the function keeps EBP as a general register, as `KiSwapContext` does),
+    /// `FPO: [Non-Fpo]`, or for a trap frame `FPO: [params,locals]`.
     #[must_use]
     pub fn annotation(&self) -> String {
         match self.kind {
@@ -138,7 +139,12 @@ impl Fpo {
                 format!("FPO: [{},{}]", self.params_size / 4, self.locals_size / 4)
             }
             FpoKind::Fpo => format!(
-                "FPO: [{},{},{}]",
+                "FPO: {}[{},{},{}]",
+                if self.uses_base_pointer {
+                    "[Uses EBP] "
+                } else {
+                    ""
+                },
                 self.params_size / 4,
                 self.locals_size / 4,
                 self.saved_regs_size / 4
@@ -796,6 +802,10 @@ mod tests {
         m.put(E[2] + 4, 0);
         let fpo = Fpo::from_fpo_data(2, 3, 5, 2, false, 0);
         assert_eq!(fpo.annotation(), "FPO: [3,2,2]");
+        assert_eq!(
+            Fpo::from_fpo_data(0, 0, 0, 4, true, 0).annotation(),
+            "FPO: [Uses EBP] [0,0,4]"
+        );
         let info = Info {
             fpo: vec![(f.clone(), fpo)],
             ..Info::default()
