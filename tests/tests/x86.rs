@@ -655,12 +655,25 @@ fn the_hang_shows_on_x86() {
             .unwrap_or_else(|| panic!("{name}: no WrResource group in {rows:?}"));
         assert_eq!(hung[0].as_u64(), Some(waiters.len() as u64), "{name}");
         assert_eq!(report.failed_expectations, 0, "{name}");
-        // `!thread` on a waiter names the resource's event (or semaphore) it waits on.
+        // `!thread` on a waiter names the resource's event (or semaphore) it waits on; on a
+        // running thread it walks from its processor's context into the interrupted user code.
         let commands: String = waiters
             .iter()
+            .map(|t| &***t)
+            .chain(threads.iter().copied().filter(|t| t.state == 2))
             .map(|t| format!("!thread {:x}; ", t.ethread))
             .collect();
         let outputs = run_commands(&session, &commands);
+        for t in threads.iter().filter(|t| t.state == 2) {
+            let text = output_of(&outputs, &format!("!thread {:x}", t.ethread));
+            let cpu = t.processor.expect("a running thread's processor");
+            assert!(
+                text.contains(&format!("RUNNING on processor {cpu}")),
+                "{name}:\n{text}"
+            );
+            check_frames(name, &format!("!thread {:x}", t.ethread), text, t);
+            assert!(!text.contains("WARNING: the frame"), "{name}:\n{text}");
+        }
         for t in &waiters {
             let text = output_of(&outputs, &format!("!thread {:x}", t.ethread));
             let object = t.wait_objects[0];
