@@ -283,9 +283,13 @@ fn waiting_threads_show_their_wait_reason_and_mode() {
         for p in &f.truth.processes {
             let block = &threads[&p.eprocess];
             for t in &p.threads {
+                if t.state != 5 {
+                    continue;
+                }
                 let reason = match t.wait_reason {
                     0 => "Executive",
                     6 => "UserRequest",
+                    r if i64::from(r) == wr_resource(&f.table) => "WrResource",
                     other => panic!("{name}: wait reason {other} not in this test"),
                 };
                 let mode = if t.wait_mode == 1 {
@@ -510,7 +514,7 @@ fn waiting_threads_show_their_kernel_stacks_as_the_truth_has_them() {
             .processes
             .iter()
             .flat_map(|p| p.threads.iter())
-            .filter(|t| !t.frames.is_empty())
+            .filter(|t| t.state == 5 && !t.frames.is_empty())
             .collect();
         assert!(threads.len() >= 8, "{name}: waiting threads with frames");
         assert!(
@@ -548,12 +552,143 @@ fn waiting_threads_show_their_kernel_stacks_as_the_truth_has_them() {
                 .unwrap();
             let args = format!(
                 "{:08x} {:08x} {:08x} {:08x} {:08x} {}",
-                wait.child_sp, wait.return_address, 0, t.wait_reason, t.wait_mode, wait.call_site
+                wait.child_sp,
+                wait.return_address,
+                t.wait_objects[0],
+                t.wait_reason,
+                t.wait_mode,
+                wait.call_site
             );
             assert!(kb.contains(&args), "{name}: no {args:?} in\n{kb}");
             // The innermost frame is KiSwapContext, the SwapContext frame at KernelStack.
             assert_eq!(t.frames[0].child_sp, t.kernel_stack + 0x18, "{name}");
             assert!(t.frames[0].call_site.starts_with("nt!KiSwapContext+"));
+        }
+    });
+}
+
+/// `_KWAIT_REASON.WrResource` from the table the fixture wrote.
+fn wr_resource(table: &kds_runtime::symbols::SymbolTable) -> i64 {
+    table
+        .enum_type("_KWAIT_REASON")
+        .ok()
+        .and_then(|e| {
+            e.constants
+                .iter()
+                .find(|(n, _)| n == "WrResource")
+                .map(|(_, v)| *v)
+        })
+        .expect("_KWAIT_REASON has WrResource")
+}
+
+/// The rows of the first table in `section` of a playbook's output.
+fn section_rows<'a>(
+    items: &'a [OutputItem],
+    section: &str,
+) -> (&'a [String], &'a [Vec<kds_runtime::model::Value>]) {
+    let mut inside = false;
+    for item in items {
+        match item {
+            OutputItem::SectionStart { title } => inside = title == section,
+            OutputItem::Table { columns, rows } if inside => return (columns, rows),
+            _ => {}
+        }
+    }
+    panic!("no table in section {section:?}")
+}
+
+/// A column of rows as numbers.
+fn column(columns: &[String], rows: &[Vec<kds_runtime::model::Value>], name: &str) -> Vec<u64> {
+    let i = columns
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {columns:?}"));
+    rows.iter()
+        .map(|r| r[i].as_u64().expect("a number"))
+        .collect()
+}
+
+#[test]
+fn the_hang_shows_on_x86() {
+    let source = std::fs::read_to_string(kds_e2e::repo_root().join("examples/hang-triage.kds"))
+        .expect("the playbook");
+    let playbook = kds_lang::parse(&source).expect("the playbook parses");
+    each_x86_dump("hang", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        let session = dump_session(dump, symbols);
+        let model = ModelContext::from_session(&session).expect("model of the x86 target");
+        let report = kds_exec::run(
+            &source,
+            &playbook,
+            Arc::clone(&model),
+            &kds_exec::RunOptions::default(),
+        );
+        assert!(report.error.is_none(), "{name}: {:?}", report.error);
+        let threads: Vec<_> = f.truth.processes.iter().flat_map(|p| &p.threads).collect();
+        // The ERESOURCE waiters are the truth's, longest wait first.
+        let reason = wr_resource(&f.table);
+        let mut waiters: Vec<_> = threads
+            .iter()
+            .filter(|t| t.state == 5 && i64::from(t.wait_reason) == reason)
+            .collect();
+        assert!(!waiters.is_empty(), "{name}: the hang has waiters");
+        let (columns, rows) = section_rows(&report.items, "Waiting on an executive resource");
+        waiters.sort_by_key(|t| t.wait_tick);
+        let tids: Vec<u64> = waiters.iter().map(|t| t.tid).collect();
+        assert_eq!(column(columns, rows, "tid"), tids, "{name}");
+        // One running thread per processor: the truth's.
+        let (columns, rows) = section_rows(&report.items, "On the processors");
+        assert_eq!(rows.len() as u32, f.truth.processor_count, "{name}");
+        let mut shown = column(columns, rows, "tid");
+        shown.sort_unstable();
+        let mut running: Vec<u64> = threads
+            .iter()
+            .filter(|t| t.state == 2)
+            .map(|t| t.tid)
+            .collect();
+        running.sort_unstable();
+        assert_eq!(shown, running, "{name}");
+        // The stuck waiters are grouped under their process and reason.
+        let (_, rows) = section_rows(&report.items, "Stuck threads, grouped");
+        let hung = rows
+            .iter()
+            .find(|r| r[2].to_string().contains("WrResource"))
+            .unwrap_or_else(|| panic!("{name}: no WrResource group in {rows:?}"));
+        assert_eq!(hung[0].as_u64(), Some(waiters.len() as u64), "{name}");
+        assert_eq!(report.failed_expectations, 0, "{name}");
+        // `!thread` on a waiter names the resource's event (or semaphore) it waits on; on a
+        // running thread it walks from its processor's context into the interrupted user code.
+        let commands: String = waiters
+            .iter()
+            .map(|t| &***t)
+            .chain(threads.iter().copied().filter(|t| t.state == 2))
+            .map(|t| format!("!thread {:x}; ", t.ethread))
+            .collect();
+        let outputs = run_commands(&session, &commands);
+        for t in threads.iter().filter(|t| t.state == 2) {
+            let text = output_of(&outputs, &format!("!thread {:x}", t.ethread));
+            let cpu = t.processor.expect("a running thread's processor");
+            assert!(
+                text.contains(&format!("RUNNING on processor {cpu}")),
+                "{name}:\n{text}"
+            );
+            check_frames(name, &format!("!thread {:x}", t.ethread), text, t);
+            assert!(!text.contains("WARNING: the frame"), "{name}:\n{text}");
+        }
+        for t in &waiters {
+            let text = output_of(&outputs, &format!("!thread {:x}", t.ethread));
+            let object = t.wait_objects[0];
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{object:08x}")))
+                .unwrap_or_else(|| panic!("{name}: no wait object {object:08x} in\n{text}"));
+            assert!(
+                line.ends_with("SynchronizationEvent") || line.ends_with("Semaphore"),
+                "{name}: {line:?}"
+            );
+            assert!(
+                text.contains("WAIT: (WrResource) KernelMode"),
+                "{name}:\n{text}"
+            );
         }
     });
 }

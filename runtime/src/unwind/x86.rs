@@ -203,9 +203,10 @@ pub struct X86WalkOptions {
     /// readable trap frame.
     pub thread_trap_frame: Option<u64>,
     /// Where user space ends (`MmSystemRangeStart`). A frame pointer below it, reached from
-    /// the kernel stack, leaves that stack for the user one (the `DbgEbp`/`DbgEip` slots a
-    /// trap frame starts with continue the EBP chain into user mode when no symbol names
-    /// the entry): the stack bounds and the progress check start over.
+    /// the kernel stack (bounded or not: a running thread's walk has no bounds), leaves that
+    /// stack for the user one (the `DbgEbp`/`DbgEip` slots a trap frame starts with continue
+    /// the EBP chain into user mode when no symbol names the entry): the stack bounds and
+    /// the progress check start over.
     pub user_end: Option<u64>,
 }
 
@@ -341,13 +342,19 @@ pub fn walk_x86(
         } else {
             info.fpo(lookup_ip)
         };
-        if let (Some(user_end), Some(kernel)) = (options.user_end, &stack) {
+        if let Some(user_end) = options.user_end {
             let at = match fpo {
                 Some(f) if f.kind == FpoKind::Fpo => ctx.esp,
                 _ if program.is_some() => ctx.esp,
                 _ => ctx.ebp,
             };
-            if at != 0 && at < user_end && kernel.start >= user_end {
+            // On the kernel stack until now: its bounds say so, or (a running thread's walk,
+            // unbounded) the last return slot does.
+            let from_kernel = match &stack {
+                Some(kernel) => kernel.start >= user_end,
+                None => last_slot.is_some_and(|slot| slot >= user_end),
+            };
+            if at != 0 && at < user_end && from_kernel {
                 stack = None;
                 last_slot = None;
             }
@@ -1091,6 +1098,36 @@ mod tests {
         let w = walk_x86(&m.space(), &NoFrameInfo, START, &bounded());
         assert!(
             matches!(w.end, X86WalkEnd::OutsideStack { .. }),
+            "{:?}",
+            w.end
+        );
+    }
+
+    #[test]
+    fn a_running_threads_unbounded_walk_goes_on_into_user_mode_through_dbg_ebp() {
+        // A running thread's walk has no stack bounds; the user frame below the kernel one
+        // is a new stack, not a chain going back.
+        let tf = E[1];
+        let (user_eip, user_ebp) = (0x7780_167C, 0x0041_EFA0);
+        let m = Machine::new();
+        m.put(E[0], tf);
+        m.put(E[0] + 4, 0x8288_0010);
+        m.put(tf, user_ebp);
+        m.put(tf + 4, user_eip);
+        m.put(user_ebp, 0);
+        m.put(user_ebp + 4, 0);
+        let options = X86WalkOptions {
+            user_end: Some(0x8000_0000),
+            ..X86WalkOptions::default()
+        };
+        let w = walk_x86(&m.space(), &NoFrameInfo, START, &options);
+        assert_eq!(w.end, X86WalkEnd::ReachedZero, "{w:?}");
+        let ips: Vec<u64> = w.frames.iter().map(|f| f.ip).collect();
+        assert_eq!(ips, vec![START.eip, 0x8288_0010, user_eip]);
+        // Without `user_end` the lower frame is a chain going back.
+        let w = walk_x86(&m.space(), &NoFrameInfo, START, &X86WalkOptions::default());
+        assert!(
+            matches!(w.end, X86WalkEnd::NotProgressing { .. }),
             "{:?}",
             w.end
         );
