@@ -602,59 +602,67 @@ fn check_frames_with_user(name: &str, what: &str, text: &str, t: &kds_fixture::T
 }
 
 #[test]
-fn after_process_r_the_stacks_of_lsass_go_on_into_user_mode_by_exports() {
+fn after_process_r_user_stacks_go_on_into_user_mode_by_exports() {
     each_x86_dump("user", DumpKind::BitmapFull, |name, f, dump, symbols| {
-        let session = dump_session(dump, symbols);
-        let lsass = f
-            .truth
-            .processes
-            .iter()
-            .find(|p| p.image_file_name == "lsass.exe")
-            .expect("lsass in the truth");
-        let e = lsass.eprocess;
-        let mut commands = format!(
-            ".process /p /r {e:08x}; !process {e:08x} 6; lm; x ntdll!NtWaitForSingleObject; "
-        );
-        for t in &lsass.threads {
-            commands.push_str(&format!(".thread {:08x}; k; ", t.ethread));
+        // lsass, and explorer for several threads (their own user stacks and start routines).
+        for image in ["lsass.exe", "explorer.exe"] {
+            let p = f
+                .truth
+                .processes
+                .iter()
+                .find(|p| p.image_file_name == image)
+                .expect("the process in the truth");
+            check_user_stacks(name, p, dump, symbols);
         }
-        let outputs = run_commands(&session, &commands);
-        let process = output_of(&outputs, &format!("!process {e:08x} 6"));
-        let blocks: Vec<&str> = process.split("THREAD ").skip(1).collect();
-        assert_eq!(blocks.len(), lsass.threads.len(), "{name}:\n{process}");
-        let ks = outputs.iter().filter(|(c, _)| c == "k").map(|(_, t)| t);
-        for ((t, block), k) in lsass.threads.iter().zip(&blocks).zip(ks) {
-            assert!(
-                t.frames.iter().filter(|f| f.user).count() >= 8,
-                "{name}: the truth has the user frames"
-            );
-            let what = format!("thread {:x}", t.tid);
-            check_frames_with_user(name, &format!("!process: {what}"), block, t);
-            check_frames_with_user(name, &format!("k: {what}"), k, t);
-        }
-        // Every user image of lsass, at its base.
-        let lm = output_of(&outputs, "lm");
-        for m in &lsass.modules {
-            let range = format!("{:08x} {:08x}", m.base, m.base + m.size);
-            let short = m.name.split('.').next().unwrap_or_default();
-            assert!(
-                lm.lines()
-                    .any(|l| l.starts_with(&range) && l.contains(short)),
-                "{name}: no {range} {short} in\n{lm}"
-            );
-        }
-        // The stub's export: the user frame returning into it, less the call's length.
-        let stub = lsass.threads[0]
-            .frames
-            .iter()
-            .find(|f| f.call_site == "ntdll!NtWaitForSingleObject+0xc")
-            .expect("a frame in the stub")
-            .ip
-            - 0xC;
-        let x = output_of(&outputs, "x ntdll!NtWaitForSingleObject");
-        assert!(
-            x.contains(&format!("{stub:08x} ntdll!NtWaitForSingleObject")),
-            "{name}: no {stub:08x} in\n{x}"
-        );
     });
+}
+
+/// After `.process /p /r <p>`: `!process <p> 6` and `k` after `.thread` show every thread's
+/// truth frames, kernel then user; `lm` lists the user images, `x` finds ntdll's exports.
+fn check_user_stacks(name: &str, p: &ProcessTruth, dump: &Path, symbols: &Path) {
+    let session = dump_session(dump, symbols);
+    let e = p.eprocess;
+    let mut commands =
+        format!(".process /p /r {e:08x}; !process {e:08x} 6; lm; x ntdll!NtWaitForSingleObject; ");
+    for t in &p.threads {
+        commands.push_str(&format!(".thread {:08x}; k; ", t.ethread));
+    }
+    let outputs = run_commands(&session, &commands);
+    let process = output_of(&outputs, &format!("!process {e:08x} 6"));
+    let blocks: Vec<&str> = process.split("THREAD ").skip(1).collect();
+    assert_eq!(blocks.len(), p.threads.len(), "{name}:\n{process}");
+    let ks = outputs.iter().filter(|(c, _)| c == "k").map(|(_, t)| t);
+    for ((t, block), k) in p.threads.iter().zip(&blocks).zip(ks) {
+        assert!(
+            t.frames.iter().filter(|f| f.user).count() >= 8,
+            "{name}: the truth has the user frames"
+        );
+        let what = format!("thread {:x}", t.tid);
+        check_frames_with_user(name, &format!("!process: {what}"), block, t);
+        check_frames_with_user(name, &format!("k: {what}"), k, t);
+    }
+    // Every user image of p, at its base.
+    let lm = output_of(&outputs, "lm");
+    for m in &p.modules {
+        let range = format!("{:08x} {:08x}", m.base, m.base + m.size);
+        let short = m.name.split('.').next().unwrap_or_default();
+        assert!(
+            lm.lines()
+                .any(|l| l.starts_with(&range) && l.contains(short)),
+            "{name}: no {range} {short} in\n{lm}"
+        );
+    }
+    // The stub's export: the user frame returning into it, less the call's length.
+    let stub = p.threads[0]
+        .frames
+        .iter()
+        .find(|f| f.call_site == "ntdll!NtWaitForSingleObject+0xc")
+        .expect("a frame in the stub")
+        .ip
+        - 0xC;
+    let x = output_of(&outputs, "x ntdll!NtWaitForSingleObject");
+    assert!(
+        x.contains(&format!("{stub:08x} ntdll!NtWaitForSingleObject")),
+        "{name}: no {stub:08x} in\n{x}"
+    );
 }
