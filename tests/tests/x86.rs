@@ -468,11 +468,13 @@ fn frame_line(text: &str, child: u64, ret: u64) -> Option<&str> {
 }
 
 /// Check that `text` shows each of the thread's frames, in order: `ChildEBP RetAddr`, then
-/// (kernel frames) the call site at the end of the line.
+/// (kernel frames) the call site at the end of the line. Without the process's user modules
+/// the walk ends at the first user frame, a bare address returning 0.
 fn check_frames(name: &str, what: &str, text: &str, t: &kds_fixture::ThreadTruth) {
+    let first_user = t.frames.iter().position(|f| f.user);
+    let shown = first_user.map_or(t.frames.len(), |i| i + 1);
     let mut last = 0;
-    for frame in &t.frames {
-        // Without the process's user modules the user frame is a bare address, returning 0.
+    for frame in &t.frames[..shown] {
         let ret = if frame.user { 0 } else { frame.return_address };
         let line = frame_line(text, frame.child_sp, ret).unwrap_or_else(|| {
             panic!(
@@ -691,4 +693,111 @@ fn the_hang_shows_on_x86() {
             );
         }
     });
+}
+
+/// Check that `text` shows every frame of the thread, kernel then user, in order and nothing
+/// after them: `ChildEBP RetAddr` and the call site (user ones by the images' exports).
+fn check_frames_with_user(name: &str, what: &str, text: &str, t: &kds_fixture::ThreadTruth) {
+    let mut last = 0;
+    for frame in &t.frames {
+        let line = frame_line(text, frame.child_sp, frame.return_address).unwrap_or_else(|| {
+            panic!(
+                "{name}: {what}: no frame {:08x} {:08x} ({}) in\n{text}",
+                frame.child_sp, frame.return_address, frame.call_site
+            )
+        });
+        let want = if frame.trap_frame != 0 {
+            format!("{} (TrapFrame @ {:08x})", frame.call_site, frame.trap_frame)
+        } else {
+            frame.call_site.clone()
+        };
+        assert!(
+            line.trim_end().ends_with(&want),
+            "{name}: {what}: {line:?} does not end with {want}"
+        );
+        let at = text.find(line).expect("line in text");
+        assert!(at >= last, "{name}: {what}: frames out of order in\n{text}");
+        last = at;
+    }
+    let frames = text
+        .lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            let hex8 = |w: Option<&str>| {
+                w.is_some_and(|w| w.len() == 8 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            };
+            hex8(words.next()) && hex8(words.next())
+        })
+        .count();
+    assert_eq!(
+        frames,
+        t.frames.len(),
+        "{name}: {what}: frame lines in\n{text}"
+    );
+}
+
+#[test]
+fn after_process_r_user_stacks_go_on_into_user_mode_by_exports() {
+    each_x86_dump("user", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        // lsass, and explorer for several threads (their own user stacks and start routines).
+        for image in ["lsass.exe", "explorer.exe"] {
+            let p = f
+                .truth
+                .processes
+                .iter()
+                .find(|p| p.image_file_name == image)
+                .expect("the process in the truth");
+            check_user_stacks(name, p, dump, symbols);
+        }
+    });
+}
+
+/// After `.process /p /r <p>`: `!process <p> 6` and `k` after `.thread` show every thread's
+/// truth frames, kernel then user; `lm` lists the user images, `x` finds ntdll's exports.
+fn check_user_stacks(name: &str, p: &ProcessTruth, dump: &Path, symbols: &Path) {
+    let session = dump_session(dump, symbols);
+    let e = p.eprocess;
+    let mut commands =
+        format!(".process /p /r {e:08x}; !process {e:08x} 6; lm; x ntdll!NtWaitForSingleObject; ");
+    for t in &p.threads {
+        commands.push_str(&format!(".thread {:08x}; k; ", t.ethread));
+    }
+    let outputs = run_commands(&session, &commands);
+    let process = output_of(&outputs, &format!("!process {e:08x} 6"));
+    let blocks: Vec<&str> = process.split("THREAD ").skip(1).collect();
+    assert_eq!(blocks.len(), p.threads.len(), "{name}:\n{process}");
+    let ks = outputs.iter().filter(|(c, _)| c == "k").map(|(_, t)| t);
+    for ((t, block), k) in p.threads.iter().zip(&blocks).zip(ks) {
+        assert!(
+            t.frames.iter().filter(|f| f.user).count() >= 8,
+            "{name}: the truth has the user frames"
+        );
+        let what = format!("thread {:x}", t.tid);
+        check_frames_with_user(name, &format!("!process: {what}"), block, t);
+        check_frames_with_user(name, &format!("k: {what}"), k, t);
+    }
+    // Every user image of p, at its base.
+    let lm = output_of(&outputs, "lm");
+    for m in &p.modules {
+        let range = format!("{:08x} {:08x}", m.base, m.base + m.size);
+        let short = m.name.split('.').next().unwrap_or_default();
+        assert!(
+            lm.lines()
+                .any(|l| l.starts_with(&range) && l.contains(short)),
+            "{name}: no {range} {short} in\n{lm}"
+        );
+    }
+    // The stub's export: the user frame returning into it, less the call's length.
+    let stub = p.threads[0]
+        .frames
+        .iter()
+        .find(|f| f.call_site == "ntdll!NtWaitForSingleObject+0xc")
+        .expect("a frame in the stub")
+        .ip
+        - 0xC;
+    let x = output_of(&outputs, "x ntdll!NtWaitForSingleObject");
+    assert!(
+        x.contains(&format!("{stub:08x} ntdll!NtWaitForSingleObject")),
+        "{name}: no {stub:08x} in\n{x}"
+    );
 }

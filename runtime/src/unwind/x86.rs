@@ -19,7 +19,16 @@
 //!   `Eip`, `Ebp` and `HardwareEsp` (when it came from user mode; else the kernel ESP is just
 //!   past the trap frame's hardware part).
 //!
-//! Every read goes through the [`AddressSpace`] and is 4 bytes wide. Return-address slots must
+//! - A frame that resumes at a return (`ret`, `ret imm16`: the instruction at its IP) while
+//!   ESP is exactly known (the start registers, a trap frame's, or after another such frame)
+//!   has nothing left on its stack but the return address at ESP: the ChildEBP column is the
+//!   slot below it, as for an FPO frame. This is how a system call returns to user mode: the
+//!   trap frame resumes at `ntdll!KiFastSystemCallRet` (`ret`) with `HardwareEsp` at the
+//!   return into the `Nt*` stub, which resumes at `ret imm16`; neither keeps an EBP frame,
+//!   and the trap frame's `Ebp` belongs to the stub's caller (WinDbg reads the same from
+//!   ntdll's FPO records).
+//!
+//! Every stack read goes through the [`AddressSpace`] and is 4 bytes wide. Return-address slots must
 //! go up, stay 4-aligned and (when the stack bounds are known) inside the stack; a trap frame
 //! into user mode leaves the kernel stack, and the bounds with it. The walk stops with a reason
 //! at the first failure, at a zero return address or at the frame limit; it never loops.
@@ -313,6 +322,9 @@ struct Unwound {
     /// The slot the return address came from (for the progress check); `None` across a
     /// trap frame, which may switch stacks.
     ret_slot: Option<u64>,
+    /// The caller's ESP is exact (a trap frame's, or past a return and its popped
+    /// arguments), not an EBP frame's guess that ignores the arguments a callee popped.
+    exact_esp: bool,
 }
 
 /// Walk the stack from `start`.
@@ -327,6 +339,7 @@ pub fn walk_x86(
     let mut stack = options.stack.clone();
     let mut last_slot: Option<u64> = None;
     let mut exact_ip = true;
+    let mut exact_esp = true;
     let end = loop {
         if frames.len() >= options.limit {
             break X86WalkEnd::FrameLimit;
@@ -375,7 +388,10 @@ pub fn walk_x86(
             program: program.as_ref(),
             lookup_ip,
         };
-        let unwound = match unwind_one(space, info, options, &ctx, &how, &check) {
+        let described = fpo.is_some() || program.is_some();
+        let unwound = match frameless_return(space, &ctx, described, exact_esp, &check)
+            .unwrap_or_else(|| unwind_one(space, info, options, &ctx, &how, &check))
+        {
             Ok(u) => u,
             Err(end) => {
                 frames.push(frame);
@@ -397,6 +413,7 @@ pub fn walk_x86(
             stack = None;
         }
         exact_ip = unwound.exact_ip;
+        exact_esp = unwound.exact_esp;
         ctx = unwound.caller;
     };
     X86StackWalk { frames, end }
@@ -477,6 +494,7 @@ fn unwind_one(
                 to_user: false,
                 exact_ip: false,
                 ret_slot: Some(ret_slot),
+                exact_esp: false,
             })
         }
         _ => {
@@ -502,6 +520,7 @@ fn unwind_one(
                 to_user: false,
                 exact_ip: false,
                 ret_slot: Some(ret_slot),
+                exact_esp: false,
             })
         }
     }
@@ -553,7 +572,56 @@ fn through_program(
         to_user: false,
         exact_ip: false,
         ret_slot: Some(ret_slot),
+        exact_esp: false,
     })
+}
+
+/// `ret` (0xC3) or `ret imm16` (0xC2): the bytes of arguments the return pops after the
+/// return address, if the instruction at `ip` is one.
+fn return_at(space: &AddressSpace, ip: u64) -> Option<u64> {
+    let mut opcode = [0u8; 1];
+    space.read(ip, &mut opcode).ok()?;
+    match opcode[0] {
+        0xC3 => Some(0),
+        0xC2 => {
+            let mut imm = [0u8; 2];
+            space.read(ip.wrapping_add(1), &mut imm).ok()?;
+            Some(u64::from(u16::from_le_bytes(imm)))
+        }
+        _ => None,
+    }
+}
+
+/// A frame with no FPO or FrameData record that resumes at a return while ESP is exact: the return address
+/// is at ESP, EBP is the caller's. `None` when the rule does not apply (the code is not
+/// readable, or is no return).
+fn frameless_return(
+    space: &AddressSpace,
+    ctx: &X86Registers,
+    described: bool,
+    exact_esp: bool,
+    check: &dyn Fn(u64) -> Result<(), X86WalkEnd>,
+) -> Option<Result<Unwound, X86WalkEnd>> {
+    if described || !exact_esp || ctx.esp == 0 {
+        return None;
+    }
+    let popped = return_at(space, ctx.eip)?;
+    let ret_slot = ctx.esp;
+    Some(check(ret_slot).and_then(|()| {
+        Ok(Unwound {
+            caller: X86Registers {
+                eip: read(space, ret_slot)?,
+                esp: ret_slot.wrapping_add(4).wrapping_add(popped),
+                ebp: ctx.ebp,
+            },
+            child_ebp: ret_slot.wrapping_sub(4),
+            trap_frame: None,
+            to_user: false,
+            exact_ip: false,
+            ret_slot: Some(ret_slot),
+            exact_esp: true,
+        })
+    }))
 }
 
 /// The interrupted context saved in the trap frame at `ebp` (or the thread's).
@@ -586,6 +654,7 @@ fn through_trap_frame(
             to_user,
             exact_ip: true,
             ret_slot: None,
+            exact_esp: true,
         })
     })
 }
@@ -1035,6 +1104,57 @@ mod tests {
         assert_eq!(w.frames.len(), 2, "{w:?}");
         assert_eq!(w.frames[1].child_ebp, tf);
         assert_eq!(w.frames[1].trap_frame, None);
+    }
+
+    #[test]
+    fn a_system_call_returns_through_the_frameless_ntdll_stub_to_the_ebp_frame_of_its_caller() {
+        // As 32-bit Windows leaves it: the trap frame resumes at KiFastSystemCallRet (`ret`)
+        // with HardwareEsp at the return into NtWaitForSingleObject+0xc (`ret 0Ch`), whose
+        // return into WaitForSingleObjectEx is above it; Ebp is WaitForSingleObjectEx's frame.
+        let entry = 0x8288_0000..0x8288_0200;
+        let tf = 0x8240_2D34;
+        let (ret_stub, stub_site, caller_site) = (0x0041_00F4, 0x0041_0010, 0x0041_2345);
+        let (esp, user_ebp) = (0x0041_EF00, 0x0041_EF80);
+        let m = Machine::new();
+        m.put(E[0], tf);
+        m.put(E[0] + 4, entry.start + 0x12A);
+        m.put(tf + TRAP.ebp, user_ebp);
+        m.put(tf + TRAP.eip, ret_stub);
+        m.put(tf + TRAP.seg_cs, 0x1B);
+        m.put(tf + TRAP.hardware_esp, esp);
+        m.put(ret_stub, 0xC3); // ret
+        m.put(stub_site, 0x00_0CC2); // ret 0Ch
+        m.put(esp, stub_site);
+        m.put(esp + 4, caller_site);
+        m.put(user_ebp, 0);
+        m.put(user_ebp + 4, 0x0041_5555);
+        let info = Info {
+            traps: vec![entry.clone()],
+            ..Info::default()
+        };
+        let options = X86WalkOptions {
+            trap_frame: Some(TRAP),
+            ..bounded()
+        };
+        let w = walk_x86(&m.space(), &info, START, &options);
+        let rows: Vec<(u64, u64, Option<u64>)> = w
+            .frames
+            .iter()
+            .map(|f| (f.child_ebp, f.ip, f.return_address))
+            .collect();
+        assert_eq!(
+            rows[1..],
+            [
+                (tf, entry.start + 0x12A, Some(ret_stub)),
+                (esp - 4, ret_stub, Some(stub_site)),
+                (esp, stub_site, Some(caller_site)),
+                (user_ebp, caller_site, Some(0x0041_5555)),
+                (0, 0x0041_5555, None),
+            ]
+        );
+        // `ret 0Ch` popped the stub's three arguments.
+        assert_eq!(w.frames[4].registers.esp, esp + 8 + 0xC);
+        assert_eq!(w.end, X86WalkEnd::ReachedZero);
     }
 
     #[test]
