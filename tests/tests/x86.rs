@@ -642,6 +642,14 @@ fn processes_and_threads_have_the_sessions_tokens_priorities_and_vads_of_the_tru
         );
         assert_ne!(by_name("explorer.exe").device_map, system.device_map);
 
+        // Ticks as `!process` and `!thread` print them: KUSER_SHARED_DATA's
+        // `TickCountMultiplier` (ms per tick, 24-bit fixed point) applied.
+        let multiplier = (f.kernel.tick_100ns << 24) / 10_000;
+        let time = |ticks: u32| {
+            let ms = (u64::from(ticks) * multiplier) >> 24;
+            let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+            format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+        };
         let session = dump_session(dump, symbols);
         let lsass = kds_e2e::lsass(&f.truth);
         let mut commands = "!process 0 1".to_string();
@@ -661,7 +669,13 @@ fn processes_and_threads_have_the_sessions_tokens_priorities_and_vads_of_the_tru
                 format!("Token {:08x}", p.token),
                 format!("DeviceMap {:08x}", p.device_map),
                 format!("BasePriority {}", p.base_priority),
+                format!("UserTime {}", time(p.user_time)),
+                format!("KernelTime {}", time(p.kernel_time)),
             ];
+            let threads =
+                |f: fn(&kds_fixture::ThreadTruth) -> u32| -> u32 { p.threads.iter().map(f).sum() };
+            assert_eq!(p.kernel_time, threads(|t| t.kernel_time), "{what}");
+            assert_eq!(p.user_time, threads(|t| t.user_time), "{what}");
             if p.peb != 0 {
                 assert!(p.vads.len() >= 7, "{what}: images, stack, TEB, PEB, heap");
                 wants.push(format!("VadRoot {:08x} Vads {}", p.vad_root, p.vads.len()));
@@ -701,6 +715,8 @@ fn processes_and_threads_have_the_sessions_tokens_priorities_and_vads_of_the_tru
                     "Priority {} BasePriority {} PriorityDecrement 0",
                     t.priority, t.base_priority
                 ),
+                format!("UserTime {}", time(t.user_time)),
+                format!("KernelTime {}", time(t.kernel_time)),
             ] {
                 assert!(shown.contains(&want), "{name}: no {want:?} in\n{shown}");
             }
