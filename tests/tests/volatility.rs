@@ -730,7 +730,8 @@ fn check_modules_x86(f: &Fixture, rows: &[Value], what: &str) {
 /// Volatility 3 reads the fixture's 32-bit dumps (PAE and not; full and bitmap, the types its
 /// `WindowsCrashDump32Layer` reads) with the table the fixture wrote as its symbol table
 /// (`<dir>/windows/<pdb>/<GUID>-1.json.xz`) and lists the processes, their command lines
-/// and the kernel modules the builder put there.
+/// and the kernel modules the builder put there; from the dumps also each process's session
+/// and VAD tree.
 #[test]
 fn volatility_reads_32_bit_dumps_of_x86_machines() {
     let venv = venv();
@@ -757,6 +758,9 @@ fn volatility_reads_32_bit_dumps_of_x86_machines() {
             check_cmdline(&f, &cmdline, &what);
             let modules = vol(&venv, &dump, &symbols, &cache, "windows.modules");
             check_modules_x86(&f, &modules, &what);
+            check_sessions(&f, &pslist, &what);
+            let vads = vol(&venv, &dump, &symbols, &cache, "windows.vadwalk");
+            check_vads(&f, &vads, &what);
         }
         // The machine as a VMware snapshot, and the dump `kds snapshot` writes from it (kds
         // finds the kernel by discovery, then writes a 32-bit PAGEDUMP): Volatility reads both.
@@ -781,6 +785,58 @@ fn volatility_reads_32_bit_dumps_of_x86_machines() {
             let modules = vol(&venv, memory, &symbols, &cache, "windows.modules");
             check_modules_x86(&f, &modules, &what);
         }
+    }
+}
+
+/// `windows.pslist`'s SessionId (read through `_EPROCESS.Session`) of each process is the
+/// truth's: none for System and smss.exe, else its session.
+fn check_sessions(f: &Fixture, rows: &[Value], what: &str) {
+    for p in &f.truth.processes {
+        let row = rows
+            .iter()
+            .find(|r| r["PID"].as_u64() == Some(p.pid))
+            .unwrap_or_else(|| panic!("{what}: pslist has no pid {}", p.pid));
+        assert_eq!(
+            row["SessionId"].as_u64(),
+            p.session_id.map(u64::from),
+            "{what}: {} ({}) SessionId",
+            p.image_file_name,
+            p.pid
+        );
+    }
+}
+
+/// `windows.vadwalk` (which walks the VAD tree from `VadRoot` and keeps only nodes whose pool
+/// tag says VAD) finds each process's VADs as the truth has them: node, range and tag.
+fn check_vads(f: &Fixture, rows: &[Value], what: &str) {
+    for p in &f.truth.processes {
+        let mut seen: Vec<(u64, u64, u64, String)> = rows
+            .iter()
+            .filter(|r| r["PID"].as_u64() == Some(p.pid))
+            .map(|r| {
+                (
+                    r["Offset"].as_u64().unwrap_or(0),
+                    r["Start"].as_u64().unwrap_or(0),
+                    r["End"].as_u64().unwrap_or(0),
+                    r["Tag"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let mut want: Vec<(u64, u64, u64, String)> = p
+            .vads
+            .iter()
+            .map(|v| {
+                let tag = if v.image { "Vad " } else { "VadS" };
+                (v.address, v.start, v.end, tag.to_string())
+            })
+            .collect();
+        want.sort();
+        assert_eq!(
+            seen, want,
+            "{what}: {} ({}) VADs (node, start, end, tag)",
+            p.image_file_name, p.pid
+        );
     }
 }
 

@@ -804,3 +804,169 @@ fn check_user_stacks(name: &str, p: &ProcessTruth, dump: &Path, symbols: &Path) 
         "{name}: no {stub:08x} in\n{x}"
     );
 }
+
+/// The VAD tree under `p`'s `VadRoot` walked in order through the machine (offsets from the
+/// written table): each node's `(address, StartingVpn, EndingVpn)`.
+fn vads_in_order(f: &Fixture, p: &ProcessTruth) -> Vec<(u64, u64, u64)> {
+    let t = &f.table;
+    let modern = t.field("_MMVAD_SHORT", "VadNode").is_ok();
+    let (left, right) = if modern {
+        let node = t.offset_of("_MMVAD_SHORT", "VadNode").expect("VadNode");
+        (
+            node + t.offset_of("_RTL_BALANCED_NODE", "Left").expect("Left"),
+            node + t.offset_of("_RTL_BALANCED_NODE", "Right").expect("Right"),
+        )
+    } else {
+        (
+            t.offset_of("_MMVAD_SHORT", "LeftChild").expect("LeftChild"),
+            t.offset_of("_MMVAD_SHORT", "RightChild")
+                .expect("RightChild"),
+        )
+    };
+    let start = t
+        .offset_of("_MMVAD_SHORT", "StartingVpn")
+        .expect("StartingVpn");
+    let end = t.offset_of("_MMVAD_SHORT", "EndingVpn").expect("EndingVpn");
+    let kd = f.machine.kernel_dtb;
+    let read = |va: u64| {
+        let mut b = [0u8; 4];
+        f.machine
+            .read_virt(kd, va, &mut b)
+            .expect("VAD node mapped");
+        u64::from(u32::from_le_bytes(b))
+    };
+    fn walk(node: u64, out: &mut Vec<(u64, u64, u64)>, visit: &dyn Fn(u64) -> [u64; 4]) {
+        if node == 0 {
+            return;
+        }
+        let [l, r, s, e] = visit(node);
+        walk(l, out, visit);
+        out.push((node, s, e));
+        walk(r, out, visit);
+    }
+    let visit = |n: u64| {
+        [
+            read(n + left),
+            read(n + right),
+            read(n + start),
+            read(n + end),
+        ]
+    };
+    let mut out = Vec::new();
+    walk(p.vad_root, &mut out, &visit);
+    out
+}
+
+#[test]
+fn processes_and_threads_have_the_sessions_tokens_priorities_and_vads_of_the_truth() {
+    each_x86_dump("details", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        // As Windows starts them.
+        let by_name = |n: &str| {
+            f.truth
+                .processes
+                .iter()
+                .find(|p| p.image_file_name == n)
+                .unwrap_or_else(|| panic!("{name}: no {n}"))
+        };
+        for (image, session, base_priority) in [
+            ("System", None, 8),
+            ("smss.exe", None, 11),
+            ("csrss.exe", Some(0), 13),
+            ("wininit.exe", Some(0), 13),
+            ("services.exe", Some(0), 9),
+            ("lsass.exe", Some(0), 9),
+            ("explorer.exe", Some(1), 8),
+        ] {
+            let p = by_name(image);
+            assert_eq!(p.session_id, session, "{name}: {image}");
+            assert_eq!(p.base_priority, base_priority, "{name}: {image}");
+        }
+        let system = by_name("System");
+        assert_eq!(
+            by_name("lsass.exe").device_map,
+            system.device_map,
+            "{name}: SYSTEM's logon shares one device map"
+        );
+        assert_ne!(by_name("explorer.exe").device_map, system.device_map);
+
+        // Ticks as `!process` and `!thread` print them: KUSER_SHARED_DATA's
+        // `TickCountMultiplier` (ms per tick, 24-bit fixed point) applied.
+        let multiplier = (f.kernel.tick_100ns << 24) / 10_000;
+        let time = |ticks: u32| {
+            let ms = (u64::from(ticks) * multiplier) >> 24;
+            let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+            format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+        };
+        let session = dump_session(dump, symbols);
+        let lsass = kds_e2e::lsass(&f.truth);
+        let mut commands = "!process 0 1".to_string();
+        for t in &lsass.threads {
+            commands.push_str(&format!("; !thread {:x}", t.ethread));
+        }
+        let outputs = run_commands(&session, &commands);
+        let stats = blocks_by_process(output_of(&outputs, "!process 0 1"));
+        for p in &f.truth.processes {
+            let what = format!("{name}: {} ({})", p.image_file_name, p.pid);
+            assert_ne!(p.token, 0, "{what}: a token");
+            assert_ne!(p.device_map, 0, "{what}: a device map");
+            let block = &stats[&p.eprocess];
+            let session_id = p.session_id.map_or("none".into(), |s| format!("{s:x}"));
+            let mut wants = vec![
+                format!("SessionId: {session_id} "),
+                format!("Token {:08x}", p.token),
+                format!("DeviceMap {:08x}", p.device_map),
+                format!("BasePriority {}", p.base_priority),
+                format!("UserTime {}", time(p.user_time)),
+                format!("KernelTime {}", time(p.kernel_time)),
+            ];
+            let threads =
+                |f: fn(&kds_fixture::ThreadTruth) -> u32| -> u32 { p.threads.iter().map(f).sum() };
+            assert_eq!(p.kernel_time, threads(|t| t.kernel_time), "{what}");
+            assert_eq!(p.user_time, threads(|t| t.user_time), "{what}");
+            if p.peb != 0 {
+                assert!(p.vads.len() >= 7, "{what}: images, stack, TEB, PEB, heap");
+                wants.push(format!("VadRoot {:08x} Vads {}", p.vad_root, p.vads.len()));
+                let reserved: u64 = p.vads.iter().map(|v| v.end + 1 - v.start).sum();
+                wants.push(format!("VirtualSize {} Mb", reserved >> 20));
+                // The tree in memory holds the truth's VADs in address order.
+                let walked = vads_in_order(f, p);
+                let want: Vec<_> = p
+                    .vads
+                    .iter()
+                    .map(|v| (v.address, v.start >> 12, v.end >> 12))
+                    .collect();
+                assert_eq!(walked, want, "{what}: the VAD tree");
+                assert!(
+                    walked.windows(2).all(|w| w[0].2 < w[1].1),
+                    "{what}: disjoint"
+                );
+                for m in &p.modules {
+                    assert!(
+                        p.vads.iter().any(|v| v.image && v.start == m.base),
+                        "{what}: a VAD for {}",
+                        m.name
+                    );
+                }
+            }
+            for want in wants {
+                assert!(block.contains(&want), "{what}: no {want:?} in\n{block}");
+            }
+        }
+        for t in &lsass.threads {
+            let shown = collapsed(output_of(&outputs, &format!("!thread {:x}", t.ethread)));
+            assert!(t.context_switches >= 8, "{name}: {:x}", t.ethread);
+            assert!(t.priority >= t.base_priority && t.base_priority == 9);
+            for want in [
+                format!("Context Switch Count {} ", t.context_switches),
+                format!(
+                    "Priority {} BasePriority {} PriorityDecrement 0",
+                    t.priority, t.base_priority
+                ),
+                format!("UserTime {}", time(t.user_time)),
+                format!("KernelTime {}", time(t.kernel_time)),
+            ] {
+                assert!(shown.contains(&want), "{name}: no {want:?} in\n{shown}");
+            }
+        }
+    });
+}
