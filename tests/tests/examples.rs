@@ -1,10 +1,13 @@
 //! The example playbooks, run end to end on fixture dumps of every build: the output is
 //! snapshotted (reviewed), and facts in it are checked against the fixture's truth.
 
-use kds_e2e::{fixture_dump, model_for, repo_root, scratch_dir, symbol_dir_with, x64_tables};
+use kds_e2e::{
+    fixture_dump, model_for, repo_root, scratch_dir, symbol_dir_with, x64_tables, x86_fixture_dump,
+    x86_tables,
+};
 use kds_exec::{render_text, run, OutputItem, RunOptions, RunReport};
 use kds_fixture::dumpfile::DumpKind;
-use kds_fixture::GroundTruth;
+use kds_fixture::{Fixture, GroundTruth};
 use kds_runtime::model::{ModelContext, Value};
 use kds_runtime::symbols::SymbolTable;
 use std::sync::Arc;
@@ -79,9 +82,8 @@ fn resource_reason(table: &SymbolTable) -> i64 {
         .expect("_KWAIT_REASON has WrResource")
 }
 
-#[test]
-fn example_playbooks_run_on_every_build() {
-    let dir = scratch_dir("examples");
+/// The example playbooks, in name order.
+fn example_playbooks() -> Vec<std::path::PathBuf> {
     let examples = repo_root().join("examples");
     let mut playbooks: Vec<_> = std::fs::read_dir(&examples)
         .expect("examples dir")
@@ -91,6 +93,34 @@ fn example_playbooks_run_on_every_build() {
         .collect();
     playbooks.sort();
     assert!(playbooks.len() >= 4, "at least four example playbooks");
+    playbooks
+}
+
+/// Every example playbook on one build's fixture: it runs without error, the hang playbook's
+/// facts match the truth, and the text is the reviewed snapshot `<playbook>-<build>`.
+fn run_examples_on(name: &str, fixture: &Fixture, model: &Arc<ModelContext>) {
+    for playbook in &example_playbooks() {
+        let source = std::fs::read_to_string(playbook).expect("playbook text");
+        let report = run_source(&source, model, &[]);
+        let stem = playbook
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("playbook");
+        assert!(
+            report.error.is_none(),
+            "{stem} on {name}: {:?}",
+            report.error
+        );
+        if stem == "hang-triage" {
+            check_hang_triage(&report, &fixture.truth, &fixture.table);
+        }
+        insta::assert_snapshot!(format!("{stem}-{name}"), render_text(&report.items));
+    }
+}
+
+#[test]
+fn example_playbooks_run_on_every_build() {
+    let dir = scratch_dir("examples");
     for (name, table) in x64_tables() {
         let symbols = symbol_dir_with(&table, &dir.join(name));
         let (fixture, dump) = fixture_dump(
@@ -100,24 +130,27 @@ fn example_playbooks_run_on_every_build() {
             &dir,
             &format!("{name}.dmp"),
         );
-        let model = model_for(&dump, &symbols);
-        for playbook in &playbooks {
-            let source = std::fs::read_to_string(playbook).expect("playbook text");
-            let report = run_source(&source, &model, &[]);
-            let stem = playbook
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("playbook");
-            assert!(
-                report.error.is_none(),
-                "{stem} on {name}: {:?}",
-                report.error
-            );
-            if stem == "hang-triage" {
-                check_hang_triage(&report, &fixture.truth, &fixture.table);
-            }
-            insta::assert_snapshot!(format!("{stem}-{name}"), render_text(&report.items));
-        }
+        run_examples_on(name, &fixture, &model_for(&dump, &symbols));
+        let _ = std::fs::remove_file(&dump);
+    }
+}
+
+/// The same playbooks, unchanged, on the 32-bit machines: PAE (Windows 10) and non-PAE
+/// (Windows 7), each opened with the table its fixture wrote.
+#[test]
+fn example_playbooks_run_unchanged_on_x86_builds() {
+    let dir = scratch_dir("examples-x86");
+    for (name, table) in x86_tables() {
+        let here = dir.join(name);
+        std::fs::create_dir_all(&here).expect("scratch dir");
+        let (fixture, dump, symbols) = x86_fixture_dump(
+            &table,
+            11,
+            DumpKind::BitmapFull,
+            &here,
+            &format!("{name}.dmp"),
+        );
+        run_examples_on(name, &fixture, &model_for(&dump, &symbols));
         let _ = std::fs::remove_file(&dump);
     }
 }
