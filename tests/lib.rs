@@ -94,6 +94,37 @@ pub fn x86_fixture_dump(
     (fixture, dump, symbols)
 }
 
+/// For each x86 table: its hung-server fixture of `seed`, written as `kind` (with the table it
+/// pairs with) under `<scratch of test>/<build>`, handed to `case(build, fixture, dump,
+/// symbol dir)`; the dump is removed afterwards.
+pub fn each_x86_fixture(
+    test: &str,
+    seed: u64,
+    kind: DumpKind,
+    mut case: impl FnMut(&str, &Fixture, &Path, &Path),
+) {
+    let dir = scratch_dir(test);
+    for (name, table) in x86_tables() {
+        let here = dir.join(name);
+        std::fs::create_dir_all(&here).expect("scratch dir");
+        let (fixture, dump, symbols) =
+            x86_fixture_dump(&table, seed, kind, &here, &format!("{name}.dmp"));
+        case(name, &fixture, &dump, &symbols);
+        let _ = std::fs::remove_file(&dump);
+    }
+}
+
+/// The value of `_KWAIT_REASON.<name>` in `table` (the truth records raw values; the enum
+/// differs between builds).
+#[must_use]
+pub fn wait_reason_value(table: &kds_runtime::symbols::SymbolTable, name: &str) -> i64 {
+    table
+        .enum_type("_KWAIT_REASON")
+        .ok()
+        .and_then(|e| e.constants.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
+        .unwrap_or_else(|| panic!("_KWAIT_REASON has no {name}"))
+}
+
 /// A scratch directory for one test, emptied first. Named by the test binary and the test,
 /// not by the process, so reruns reuse (and first empty) the same place instead of piling up
 /// dumps in the temporary directory.

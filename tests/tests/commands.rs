@@ -3,8 +3,8 @@
 //! snapshotted (reviewed: a claim of what WinDbg would print for that target).
 
 use kds_e2e::{
-    fixture_dump, lsass, model_for, n, scratch_dir, symbol_dir_with, x64_tables, x86_fixture_dump,
-    x86_tables, Session,
+    each_x86_fixture, fixture_dump, lsass, model_for, n, scratch_dir, symbol_dir_with, x64_tables,
+    Session,
 };
 use kds_exec::{render_text, OutputItem};
 use kds_fixture::dumpfile::DumpKind;
@@ -424,29 +424,23 @@ fn commands_agree_with_the_fixture_on_every_build() {
 /// values in it are the fixture's (checked field by field in `tests/x86.rs`).
 #[test]
 fn every_command_reads_the_x86_builds() {
-    let dir = scratch_dir("commands-x86");
-    for (name, table) in x86_tables() {
-        let here = dir.join(name);
-        std::fs::create_dir_all(&here).expect("scratch dir");
-        let (fixture, dump, symbols) = x86_fixture_dump(
-            &table,
-            11,
-            DumpKind::BitmapFull,
-            &here,
-            &format!("{name}.dmp"),
-        );
-        let truth = &fixture.truth;
-        let l = lsass(truth);
-        let first_thread = l.threads.first().expect("lsass has threads");
-        let running = truth
-            .processes
-            .iter()
-            .flat_map(|p| &p.threads)
-            .find(|t| t.processor == Some(0))
-            .map_or(String::new(), |t| {
-                format!(".thread {}\nr\nkv\n", hex(t.ethread))
-            });
-        let script = format!(
+    each_x86_fixture(
+        "commands-x86",
+        11,
+        DumpKind::BitmapFull,
+        |name, fixture, dump, symbols| {
+            let truth = &fixture.truth;
+            let l = lsass(truth);
+            let first_thread = l.threads.first().expect("lsass has threads");
+            let running = truth
+                .processes
+                .iter()
+                .flat_map(|p| &p.threads)
+                .find(|t| t.processor == Some(0))
+                .map_or(String::new(), |t| {
+                    format!(".thread {}\nr\nkv\n", hex(t.ethread))
+                });
+            let script = format!(
             "!process 0 0\n!process 0 1 lsass.exe\n!thread {thread}\n.thread {thread}\nk\nkb\nkv\nkn\nr\n\
              {running}.process /p /r {lsass}\n!peb\n!process {lsass} 7\nlm\nlmv m nt\nlm m n*\n\
              x nt!PsActiveProcessHead\nln {head_plus_4}\n!pte nt!PsActiveProcessHead\n\
@@ -459,12 +453,12 @@ fn every_command_reads_the_x86_builds() {
             head_plus_4 = hex(truth.ps_active_process_head + 4),
             peb = hex(l.peb),
         );
-        let mut fresh = Session::new(model_for(&dump, &symbols));
-        let text =
-            render_text(&fresh.run(&script)).replace(&symbols.display().to_string(), "<symbols>");
-        insta::assert_snapshot!(format!("commands-{name}"), text);
-        let _ = std::fs::remove_file(&dump);
-    }
+            let mut fresh = Session::new(model_for(dump, symbols));
+            let text = render_text(&fresh.run(&script))
+                .replace(&symbols.display().to_string(), "<symbols>");
+            insta::assert_snapshot!(format!("commands-{name}"), text);
+        },
+    );
 }
 
 /// Torn data: a cyclic process list and a paged-out PEB give WinDbg-style warnings and the

@@ -2,8 +2,8 @@
 //! snapshotted (reviewed), and facts in it are checked against the fixture's truth.
 
 use kds_e2e::{
-    fixture_dump, model_for, repo_root, scratch_dir, symbol_dir_with, x64_tables, x86_fixture_dump,
-    x86_tables,
+    each_x86_fixture, fixture_dump, model_for, repo_root, scratch_dir, symbol_dir_with,
+    wait_reason_value, x64_tables,
 };
 use kds_exec::{render_text, run, OutputItem, RunOptions, RunReport};
 use kds_fixture::dumpfile::DumpKind;
@@ -56,7 +56,9 @@ fn check_hang_triage(report: &RunReport, truth: &GroundTruth, table: &SymbolTabl
         .processes
         .iter()
         .flat_map(|p| &p.threads)
-        .filter(|t| t.state == 5 && i64::from(t.wait_reason) == resource_reason(table))
+        .filter(|t| {
+            t.state == 5 && i64::from(t.wait_reason) == wait_reason_value(table, "WrResource")
+        })
         .count();
     let (_, rows) =
         table_after(&report.items, Some("Waiting on an executive resource")).expect("table");
@@ -66,20 +68,6 @@ fn check_hang_triage(report: &RunReport, truth: &GroundTruth, table: &SymbolTabl
     let (_, running) = table_after(&report.items, Some("On the processors")).expect("table");
     assert_eq!(running.len() as u32, truth.processor_count);
     assert_eq!(report.failed_expectations, 0);
-}
-
-/// `_KWAIT_REASON.WrResource` from the build's own table (the truth records raw values).
-fn resource_reason(table: &SymbolTable) -> i64 {
-    table
-        .enum_type("_KWAIT_REASON")
-        .ok()
-        .and_then(|e| {
-            e.constants
-                .iter()
-                .find(|(n, _)| n == "WrResource")
-                .map(|(_, v)| *v)
-        })
-        .expect("_KWAIT_REASON has WrResource")
 }
 
 /// The example playbooks, in name order.
@@ -139,20 +127,14 @@ fn example_playbooks_run_on_every_build() {
 /// (Windows 7), each opened with the table its fixture wrote.
 #[test]
 fn example_playbooks_run_unchanged_on_x86_builds() {
-    let dir = scratch_dir("examples-x86");
-    for (name, table) in x86_tables() {
-        let here = dir.join(name);
-        std::fs::create_dir_all(&here).expect("scratch dir");
-        let (fixture, dump, symbols) = x86_fixture_dump(
-            &table,
-            11,
-            DumpKind::BitmapFull,
-            &here,
-            &format!("{name}.dmp"),
-        );
-        run_examples_on(name, &fixture, &model_for(&dump, &symbols));
-        let _ = std::fs::remove_file(&dump);
-    }
+    each_x86_fixture(
+        "examples-x86",
+        11,
+        DumpKind::BitmapFull,
+        |name, fixture, dump, symbols| {
+            run_examples_on(name, fixture, &model_for(dump, symbols));
+        },
+    );
 }
 
 #[test]

@@ -60,14 +60,7 @@ fn output_of<'a>(outputs: &'a [(String, String)], command: &str) -> &'a str {
 
 /// Each bitmap dump of each x86 table, with its fixture and table directory.
 fn each_x86_dump(test: &str, kind: DumpKind, case: impl Fn(&str, &Fixture, &Path, &Path)) {
-    let dir = scratch_dir(test);
-    for (name, table) in x86_tables() {
-        let here = dir.join(name);
-        std::fs::create_dir_all(&here).expect("scratch dir");
-        let (fixture, dump, symbols) =
-            x86_fixture_dump(&table, SEED, kind, &here, &format!("{name}.dmp"));
-        case(name, &fixture, &dump, &symbols);
-    }
+    kds_e2e::each_x86_fixture(test, SEED, kind, case);
 }
 
 fn pae(fixture: &Fixture) -> bool {
@@ -289,7 +282,9 @@ fn waiting_threads_show_their_wait_reason_and_mode() {
                 let reason = match t.wait_reason {
                     0 => "Executive",
                     6 => "UserRequest",
-                    r if i64::from(r) == wr_resource(&f.table) => "WrResource",
+                    r if i64::from(r) == kds_e2e::wait_reason_value(&f.table, "WrResource") => {
+                        "WrResource"
+                    }
                     other => panic!("{name}: wait reason {other} not in this test"),
                 };
                 let mode = if t.wait_mode == 1 {
@@ -569,20 +564,6 @@ fn waiting_threads_show_their_kernel_stacks_as_the_truth_has_them() {
     });
 }
 
-/// `_KWAIT_REASON.WrResource` from the table the fixture wrote.
-fn wr_resource(table: &kds_runtime::symbols::SymbolTable) -> i64 {
-    table
-        .enum_type("_KWAIT_REASON")
-        .ok()
-        .and_then(|e| {
-            e.constants
-                .iter()
-                .find(|(n, _)| n == "WrResource")
-                .map(|(_, v)| *v)
-        })
-        .expect("_KWAIT_REASON has WrResource")
-}
-
 /// The rows of the first table in `section` of a playbook's output.
 fn section_rows<'a>(
     items: &'a [OutputItem],
@@ -627,7 +608,7 @@ fn the_hang_shows_on_x86() {
         assert!(report.error.is_none(), "{name}: {:?}", report.error);
         let threads: Vec<_> = f.truth.processes.iter().flat_map(|p| &p.threads).collect();
         // The ERESOURCE waiters are the truth's, longest wait first.
-        let reason = wr_resource(&f.table);
+        let reason = kds_e2e::wait_reason_value(&f.table, "WrResource");
         let mut waiters: Vec<_> = threads
             .iter()
             .filter(|t| t.state == 5 && i64::from(t.wait_reason) == reason)
