@@ -16,7 +16,8 @@
 //! system call's trap frame (a machine frame in the unwind data); user frames resolve only
 //! when the owning process's user modules were loaded (`.process /r`, registered with
 //! [`ModelContext::register_user_modules`]), as in WinDbg. Without them the first user frame
-//! is shown as a bare address and the walk stops there.
+//! is shown as a bare address and (x64: nothing tells how to unwind it) the walk stops there;
+//! an x86 walk goes on along the EBP chain, every user frame a bare address.
 
 use crate::mmu::AddressSpace;
 use crate::model::{ModelContext, Object, Value};
@@ -83,6 +84,21 @@ impl ThreadStack {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// The call sites joined (`a <- b <- ...`), up to and including the first frame no module
+    /// names: what the walk found below it is that thread's own data (an x86 EBP chain through
+    /// unresolved user frames), so threads parked on the same path have equal signatures.
+    #[must_use]
+    pub fn signature(&self) -> String {
+        let ThreadStack::Frames { frames, .. } = self else {
+            return String::new();
+        };
+        let named = frames
+            .iter()
+            .position(|f| f.call_site.is_none())
+            .map_or(frames.len(), |i| i + 1);
+        self.call_sites()[..named].join(" <- ")
     }
 }
 
@@ -585,7 +601,9 @@ fn walk_thread_x86(
         };
         (frame, user_frame)
     });
-    thread_stack(frames, have_user_modules, || match &walked.end {
+    // Unlike x64 (whose user frames need the modules' unwind data), the EBP chain goes on
+    // through user frames without their modules: they show as bare addresses, as in WinDbg.
+    thread_stack(frames, true, || match &walked.end {
         X86WalkEnd::ReachedZero => None,
         X86WalkEnd::StackNotReadable { address } => Some(stack_not_in_memory(*address, 4)),
         other => Some(other.to_string()),
@@ -680,5 +698,46 @@ mod x86_tests {
         assert!(err.contains("83000000"), "{err}");
         let err = x86_switch_context(&space(&[(0x8240_1000, 1)]), 0x8240_1000).unwrap_err();
         assert!(err.contains("no return address"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::*;
+
+    fn frame(ip: u64, site: Option<&str>) -> StackFrame {
+        StackFrame {
+            child_sp: 0,
+            return_address: 0,
+            ip,
+            call_site: site.map(str::to_string),
+            trap_frame: None,
+            fpo: None,
+        }
+    }
+
+    #[test]
+    fn the_signature_ends_at_the_first_frame_no_module_names() {
+        let stack = ThreadStack::Frames {
+            frames: vec![
+                frame(1, Some("nt!KiSwapContext+0x2b")),
+                frame(2, Some("nt!KiFastCallEntry+0x13a")),
+                frame(0x7757_00f4, None),
+                frame(0x7756_f5d4, None),
+                frame(0x0040_102a, None),
+            ],
+            stopped: None,
+        };
+        assert_eq!(stack.call_sites().len(), 5);
+        assert_eq!(
+            stack.signature(),
+            "nt!KiSwapContext+0x2b <- nt!KiFastCallEntry+0x13a <- 0x775700f4"
+        );
+        let named = ThreadStack::Frames {
+            frames: vec![frame(1, Some("a")), frame(2, Some("b"))],
+            stopped: None,
+        };
+        assert_eq!(named.signature(), "a <- b");
+        assert_eq!(ThreadStack::NotResident.signature(), "");
     }
 }

@@ -464,13 +464,11 @@ fn frame_line(text: &str, child: u64, ret: u64) -> Option<&str> {
 
 /// Check that `text` shows each of the thread's frames, in order: `ChildEBP RetAddr`, then
 /// (kernel frames) the call site at the end of the line. Without the process's user modules
-/// the walk ends at the first user frame, a bare address returning 0.
+/// the EBP chain goes on through the user frames, each a bare address (as in WinDbg).
 fn check_frames(name: &str, what: &str, text: &str, t: &kds_fixture::ThreadTruth) {
-    let first_user = t.frames.iter().position(|f| f.user);
-    let shown = first_user.map_or(t.frames.len(), |i| i + 1);
     let mut last = 0;
-    for frame in &t.frames[..shown] {
-        let ret = if frame.user { 0 } else { frame.return_address };
+    for frame in &t.frames {
+        let ret = frame.return_address;
         let line = frame_line(text, frame.child_sp, ret).unwrap_or_else(|| {
             panic!(
                 "{name}: {what}: no frame {:08x} {ret:08x} ({}) in\n{text}",

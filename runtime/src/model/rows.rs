@@ -320,8 +320,9 @@ fn wait_site(sites: &[String]) -> Option<&str> {
 
 /// A thread's stack as a record: `frames` (call sites, innermost first), `top` (the first),
 /// `site` (the first outside the kernel dispatcher),
-/// `depth`, and `signature` (the frames joined: equal stacks have equal signatures, for
-/// `group by stack.signature`), plus `status` (`frames`, `not_resident`, `unavailable`).
+/// `depth`, and `signature` (the frames joined up to the first no module names: threads parked
+/// on the same path have equal signatures, for `group by stack.signature`), plus `status`
+/// (`frames`, `not_resident`, `unavailable`).
 fn stack_value(o: &Object) -> Value {
     let model = o.model();
     let stack = match model.kernel_module_map() {
@@ -329,6 +330,7 @@ fn stack_value(o: &Object) -> Value {
         Err(reason) => crate::stack::ThreadStack::Unavailable { reason },
     };
     let sites = stack.call_sites();
+    let signature = stack.signature();
     let status = match &stack {
         crate::stack::ThreadStack::NotResident => "not_resident",
         crate::stack::ThreadStack::Unavailable { .. } => "unavailable",
@@ -345,7 +347,7 @@ fn stack_value(o: &Object) -> Value {
         wait_site(&sites).map_or(Value::Null, |s| Value::Str(s.to_string())),
     );
     r.insert("depth", Value::uint(sites.len() as u64));
-    r.insert("signature", Value::Str(sites.join(" <- ")));
+    r.insert("signature", Value::Str(signature));
     r.insert(
         "frames",
         Value::List(sites.into_iter().map(Value::Str).collect()),
