@@ -1192,12 +1192,10 @@ mod tests {
         assert_eq!(w.end, X86WalkEnd::ReachedZero);
     }
 
-    #[test]
-    fn without_a_trap_symbol_the_chain_goes_on_into_user_mode_through_dbg_ebp() {
-        // The trap frame's first dwords (DbgEbp, DbgEip) hold the user EBP and EIP; with
-        // `user_end` the walk leaves the kernel stack bounds for the user stack.
+    /// A kernel frame at E[0] returning into an entry whose EBP is a trap frame at E[1],
+    /// whose `DbgEbp`/`DbgEip` name a user frame at `user_ebp` (the last one: zeros above).
+    fn interrupted_in_user_mode(user_eip: u64, user_ebp: u64) -> Machine {
         let tf = E[1];
-        let (user_eip, user_ebp) = (0x7780_70B4, 0x0041_F000);
         let m = Machine::new();
         m.put(E[0], tf);
         m.put(E[0] + 4, 0x8288_0010);
@@ -1205,6 +1203,15 @@ mod tests {
         m.put(tf + 4, user_eip);
         m.put(user_ebp, 0);
         m.put(user_ebp + 4, 0);
+        m
+    }
+
+    #[test]
+    fn without_a_trap_symbol_the_chain_goes_on_into_user_mode_through_dbg_ebp() {
+        // The trap frame's first dwords (DbgEbp, DbgEip) hold the user EBP and EIP; with
+        // `user_end` the walk leaves the kernel stack bounds for the user stack.
+        let (user_eip, user_ebp) = (0x7780_70B4, 0x0041_F000);
+        let m = interrupted_in_user_mode(user_eip, user_ebp);
         let options = X86WalkOptions {
             user_end: Some(0x8000_0000),
             ..bounded()
@@ -1227,15 +1234,8 @@ mod tests {
     fn a_running_threads_unbounded_walk_goes_on_into_user_mode_through_dbg_ebp() {
         // A running thread's walk has no stack bounds; the user frame below the kernel one
         // is a new stack, not a chain going back.
-        let tf = E[1];
         let (user_eip, user_ebp) = (0x7780_167C, 0x0041_EFA0);
-        let m = Machine::new();
-        m.put(E[0], tf);
-        m.put(E[0] + 4, 0x8288_0010);
-        m.put(tf, user_ebp);
-        m.put(tf + 4, user_eip);
-        m.put(user_ebp, 0);
-        m.put(user_ebp + 4, 0);
+        let m = interrupted_in_user_mode(user_eip, user_ebp);
         let options = X86WalkOptions {
             user_end: Some(0x8000_0000),
             ..X86WalkOptions::default()
