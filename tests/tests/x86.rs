@@ -949,3 +949,24 @@ fn processes_and_threads_have_the_sessions_tokens_priorities_and_vads_of_the_tru
         }
     });
 }
+
+#[test]
+fn vm_sums_the_commit_of_the_sessions() {
+    each_x86_dump("vm", DumpKind::BitmapFull, |name, f, dump, symbols| {
+        let session = dump_session(dump, symbols);
+        let outputs = run_commands(&session, "!vm");
+        let text = output_of(&outputs, "!vm");
+        let want = f
+            .truth
+            .memory
+            .session_commit
+            .expect("the x86 machine has sessions with commit");
+        assert!(want > 0, "{name}");
+        let line = text
+            .lines()
+            .find(|l| l.contains("Session Commit:"))
+            .unwrap_or_else(|| panic!("{name}: no Session Commit in\n{text}"));
+        let pages: Option<u64> = line.split_whitespace().nth(2).and_then(|v| v.parse().ok());
+        assert_eq!(pages, Some(want), "{name}: {line}");
+    });
+}
