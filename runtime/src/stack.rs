@@ -145,11 +145,7 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
             child_sp: f.child_sp,
             return_address: f.return_address.unwrap_or(0),
             ip: f.ip,
-            call_site: if user_frame && !have_user_modules {
-                None
-            } else {
-                modules.symbolize(f.ip).map(|s| s.to_string())
-            },
+            call_site: call_site(&modules, f.ip, user_frame && !have_user_modules),
             trap_frame,
             fpo: None,
         };
@@ -160,6 +156,15 @@ pub fn walk_thread(model: &Arc<ModelContext>, thread: &Object, kernel: &ModuleMa
         WalkEnd::StackNotReadable { address } => Some(stack_not_in_memory(*address, 8)),
         other => Some(other.to_string()),
     })
+}
+
+/// A frame's `module!symbol+0xoff`; `None` for a user frame whose process's modules are not
+/// loaded (`unloaded_user`), as in WinDbg before `.process /r`.
+fn call_site(modules: &ModuleMap, ip: u64, unloaded_user: bool) -> Option<String> {
+    if unloaded_user {
+        return None;
+    }
+    modules.symbolize(ip).map(|s| s.to_string())
 }
 
 /// The frames of a walk, `(frame, in user mode)`, as a [`ThreadStack`]: without the process's
@@ -591,11 +596,7 @@ fn walk_thread_x86(
             child_sp: f.child_ebp,
             return_address: f.return_address.unwrap_or(0),
             ip: f.ip,
-            call_site: if user_frame && !have_user_modules {
-                None
-            } else {
-                modules.symbolize(f.ip).map(|s| s.to_string())
-            },
+            call_site: call_site(modules, f.ip, user_frame && !have_user_modules),
             trap_frame: f.trap_frame,
             fpo: f.fpo,
         };
