@@ -494,12 +494,16 @@ struct KernelFrameInfo<'a> {
 }
 
 impl KernelFrameInfo<'_> {
+    /// `ip`'s offset in the kernel image, when the kernel is the module holding it (the
+    /// kernel's table describes only its own frames).
+    fn kernel_rva(&self, ip: u64) -> Option<u64> {
+        let m = self.modules.module_at(ip)?;
+        (m.base == self.kernel_base).then(|| ip - m.base)
+    }
+
     /// The kernel function holding `ip`, without decoration (`_KiTrap0E` -> `KiTrap0E`).
     fn kernel_symbol(&self, ip: u64) -> Option<String> {
-        let m = self.modules.module_at(ip)?;
-        if m.base != self.kernel_base {
-            return None;
-        }
+        self.kernel_rva(ip)?;
         let s = self.modules.symbolize(ip)?;
         let name = s.symbol?;
         let name = name.trim_start_matches(['_', '@']);
@@ -509,10 +513,7 @@ impl KernelFrameInfo<'_> {
 
 impl X86FrameInfo for KernelFrameInfo<'_> {
     fn fpo(&self, ip: u64) -> Option<Fpo> {
-        let rva = ip.checked_sub(self.kernel_base)?;
-        if self.modules.module_at(ip).map(|m| m.base) != Some(self.kernel_base) {
-            return None;
-        }
+        let rva = self.kernel_rva(ip)?;
         self.model.table().frame_data_at(rva).or_else(|| {
             (self.kernel_symbol(ip).as_deref() == Some("KiSwapContext"))
                 .then_some(KI_SWAP_CONTEXT_FRAME)
@@ -520,10 +521,7 @@ impl X86FrameInfo for KernelFrameInfo<'_> {
     }
 
     fn frame_program(&self, ip: u64) -> Option<FrameProgram> {
-        let rva = ip.checked_sub(self.kernel_base)?;
-        if self.modules.module_at(ip).map(|m| m.base) != Some(self.kernel_base) {
-            return None;
-        }
+        let rva = self.kernel_rva(ip)?;
         self.model.table().frame_program_at(rva).cloned()
     }
 
